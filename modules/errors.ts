@@ -28,6 +28,8 @@ export type ErrorCode =
   | "AUTHENTICATION_FAILED"
   | "CACHE_RECORD_INVALID"
   | "STORAGE"
+  | "FLASH_WRITE_SETS_BITS"
+  | "POWER_CUT"
   | "QUEUE_FULL"
   | "NOT_CONNECTED"
   | "STOPPED"
