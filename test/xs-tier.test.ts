@@ -6,6 +6,8 @@ import test from "ava";
 import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import { projectRoot, runXs, type XsRun } from "./support/xs.js";
+import { transcripts } from "./transcripts/registration.js";
+import { runTranscript } from "./support/transcript.js";
 
 const dir = join(projectRoot, "build", "test", "xs");
 const entries = readdirSync(dir).filter((name) => name.endsWith(".xs.js")).sort();
@@ -21,9 +23,19 @@ for (const [name, run] of runs) {
   });
 }
 
+// The same transcripts must give identical command logs on Node and on XS.
+const xsLogs = new Map<string, unknown>();
+for (const [, run] of runs) for (const [key, value] of run.emitted) if (key.startsWith("registration:")) xsLogs.set(key.slice(13), value);
+
+test(`XS tier: ${transcripts.length} registration transcripts give identical command logs on Node and XS`, (t) => {
+  t.is(xsLogs.size, transcripts.length, "every transcript ran on XS");
+  for (const transcript of transcripts) {
+    t.deepEqual(xsLogs.get(transcript.name), runTranscript(transcript).log, transcript.name);
+  }
+});
+
 test(`XS tier: ${total} cases ran on XS in ${runs.length} suites`, (t) => {
   t.true(total > 0);
   t.log(`${total} cases ran on XS`);
 });
 
-export { runs as xsRuns };

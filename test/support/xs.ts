@@ -16,6 +16,8 @@ export function xsnapPath(): string {
     const recorded = (JSON.parse(readFileSync(setupFile, "utf8")) as { xsnap?: string }).xsnap;
     if (recorded && existsSync(recorded)) return recorded;
   }
+  const conventional = join(projectRoot, ".cache", "xsnap", "0.15.0", "package", "moddable", "build", "bin", "lin", "release", "xsnap");
+  if (existsSync(conventional)) return conventional;
   throw new Error("xsnap is not built: run `npm test` (or `npm run setup`), which builds it into .cache/xsnap");
 }
 

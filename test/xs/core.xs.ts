@@ -1,8 +1,12 @@
 // The portable crypto and encodings on XS: the same published vectors as test/crypto.test.ts.
-import { equal, run, test, throwsCode } from "./harness.js";
+import { emit, equal, ok, run, test, throwsCode } from "./harness.js";
 import { base64Decode, base64Encode, urlEncode, utf8Decode, utf8Encode } from "../../modules/encoding.js";
 import { hmacSha256, Sha256 } from "../../modules/sha256.js";
-import { bytesToHex, hexToBytes, hmacVectors, sha256Vectors } from "../vectors/crypto.js";
+import { bytesToHex, hexToBytes, hmacVectors, sasVectors, sha256Vectors } from "../vectors/crypto.js";
+import { portableCrypto } from "../../modules/crypto.js";
+import { deriveDeviceKey, dpsSasToken, hubSasToken, sasSignature } from "../../modules/sas.js";
+import { parseResponse } from "../../modules/dps-protocol.js";
+import { parsingCases } from "../vectors/protocol.js";
 
 for (const v of sha256Vectors) {
   test(`sha256 ${v.name}`, () => {
@@ -41,5 +45,34 @@ test("urlEncode matches encodeURIComponent", () => {
   const text = "a/b+c=d é!*'()~";
   equal(urlEncode(text), encodeURIComponent(text));
 });
+
+test("SAS: PROTOCOL.md vectors (encoded and raw resource, derived key)", () => {
+  const v = sasVectors;
+  equal(sasSignature(portableCrypto, v.key, `${v.idScope}%2fregistrations%2f${v.registrationId}\n${v.expiry}`), v.signatureEncodedResource);
+  equal(sasSignature(portableCrypto, v.key, `${v.idScope}/registrations/${v.registrationId}\n${v.expiry}`), v.signatureRawResource);
+  equal(deriveDeviceKey(portableCrypto, v.key, v.registrationId), v.derivedKey);
+});
+
+test("SAS: token forms", () => {
+  const v = sasVectors;
+  const raw = dpsSasToken(portableCrypto, { idScope: v.idScope, registrationId: v.registrationId, symmetricKey: v.key, expiry: v.expiry });
+  equal(raw, `SharedAccessSignature sr=${v.idScope}/registrations/${v.registrationId}&sig=${encodeURIComponent(v.signatureRawResource)}&se=${v.expiry}&skn=registration`);
+  const encoded = dpsSasToken(portableCrypto, { idScope: v.idScope, registrationId: v.registrationId, symmetricKey: v.key, expiry: v.expiry, resourceForm: "encoded" });
+  equal(encoded, `SharedAccessSignature sr=${v.idScope}%2fregistrations%2f${v.registrationId}&sig=${encodeURIComponent(v.signatureEncodedResource)}&se=${v.expiry}`);
+  const hub = hubSasToken(portableCrypto, { hubHost: "h.azure-devices.net", deviceId: "d1", symmetricKey: v.key, expiry: v.expiry });
+  ok(hub.startsWith("SharedAccessSignature sr=h.azure-devices.net%2Fdevices%2Fd1&sig="), "hub token sr");
+});
+
+for (const c of parsingCases) {
+  test(`DPS parse: ${c.name}`, () => {
+    if (c.error) {
+      throwsCode(() => parseResponse(c.topic, c.payload), c.error);
+    } else {
+      const parsed = parseResponse(c.topic, c.payload);
+      emit(`parse:${c.name}`, parsed === undefined ? null : parsed);
+      equal(JSON.stringify(parsed === undefined ? null : parsed), JSON.stringify(c.expected));
+    }
+  });
+}
 
 await run("core");

@@ -1,0 +1,417 @@
+/**
+ * The DPS MQTT protocol: what a device sends (CONNECT credentials, topics, payloads, the HTTPS
+ * registration status lookup) and one parse function per thing it receives. Builders are pure;
+ * parsers turn every malformed input into a PeerError with a code, never a crash.
+ */
+import { excerpt, PeerError, UsageError } from "./errors.js";
+import { urlDecode, urlEncode, utf8Decode, utf8Encode } from "./encoding.js";
+import { checkIdScope, checkRegistrationId } from "./sas.js";
+import type { HttpsRequest, HttpsResponse } from "./ports.js";
+
+export const DPS_API_VERSION = "2019-03-31";
+export const LOOKUP_API_VERSION = "2021-10-01";
+export const DPS_GLOBAL_ENDPOINT = "global.azure-devices-provisioning.net";
+export const DPS_MQTT_PORT = 8883;
+export const SUBSCRIBE_TOPIC = "$dps/registrations/res/#";
+const RESPONSE_PREFIX = "$dps/registrations/res/";
+/** The service's own limit for a message (PROTOCOL.md). Bigger answers are refused unread. */
+export const MAX_MESSAGE_BYTES = 96 * 1024;
+/** Longest `$rid` or operationId echoed back that this parser accepts. */
+const MAX_ID_LENGTH = 256;
+
+export interface DpsCredentials {
+  readonly clientId: string;
+  readonly username: string;
+  readonly password: string;
+}
+
+export interface DpsCredentialsOptions {
+  readonly idScope: string;
+  readonly registrationId: string;
+  /** The SAS token (see sas.ts). */
+  readonly sasToken: string;
+  readonly apiVersion?: string;
+  /** Sent as `ClientVersion`, URL-encoded; identifies the firmware in the service's logs. */
+  readonly userAgent?: string;
+}
+
+/**
+ * CONNECT fields for DPS:
+ *   client id `dev-001`, username `0ne00000001/registrations/dev-001/api-version=2019-03-31&ClientVersion=...`
+ */
+export function dpsCredentials(options: DpsCredentialsOptions): DpsCredentials {
+  checkIdScope(options.idScope);
+  checkRegistrationId(options.registrationId);
+  let username = `${options.idScope}/registrations/${options.registrationId}/api-version=${options.apiVersion ?? DPS_API_VERSION}`;
+  if (options.userAgent) username += `&ClientVersion=${urlEncode(options.userAgent)}`;
+  return { clientId: options.registrationId, username, password: options.sasToken };
+}
+
+/** `$dps/registrations/PUT/iotdps-register/?$rid=7` */
+export function registerTopic(rid: string): string {
+  checkRid(rid);
+  return `$dps/registrations/PUT/iotdps-register/?$rid=${urlEncode(rid)}`;
+}
+
+/** `$dps/registrations/GET/iotdps-get-operationstatus/?$rid=8&operationId=4.0b1...` */
+export function pollTopic(rid: string, operationId: string): string {
+  checkRid(rid);
+  if (operationId.length === 0 || operationId.length > MAX_ID_LENGTH) {
+    throw new UsageError("INVALID_ARGUMENT", `operationId must be 1 to ${MAX_ID_LENGTH} characters`);
+  }
+  return `$dps/registrations/GET/iotdps-get-operationstatus/?$rid=${urlEncode(rid)}&operationId=${urlEncode(operationId)}`;
+}
+
+/** The poll's body: empty, as the Embedded C SDK sends it. */
+export const POLL_PAYLOAD = new Uint8Array(0);
+
+/**
+ * `{"registrationId":"dev-001","payload":{"model":"x"}}`; `payload` is the custom allocation data
+ * (any JSON value), left out when undefined.
+ * @throws UsageError OVERSIZE when the body would exceed MAX_MESSAGE_BYTES, INVALID_ARGUMENT when
+ *   the payload cannot be written as JSON.
+ */
+export function registerPayload(registrationId: string, payload?: unknown): Uint8Array {
+  checkRegistrationId(registrationId);
+  let json: string;
+  try {
+    json = JSON.stringify(payload === undefined ? { registrationId } : { registrationId, payload });
+  } catch (error) {
+    throw new UsageError("INVALID_ARGUMENT", `the custom allocation payload cannot be written as JSON: ${(error as Error).message}`);
+  }
+  const bytes = utf8Encode(json);
+  if (bytes.length > MAX_MESSAGE_BYTES) {
+    throw new UsageError("OVERSIZE", `the register body is ${bytes.length} bytes; DPS accepts at most ${MAX_MESSAGE_BYTES}`);
+  }
+  return bytes;
+}
+
+export interface LookupRequestOptions {
+  /** The global device endpoint, e.g. `global.azure-devices-provisioning.net`. */
+  readonly host: string;
+  readonly port?: number;
+  readonly idScope: string;
+  readonly registrationId: string;
+  readonly sasToken: string;
+  readonly payload?: unknown;
+  readonly userAgent?: string;
+}
+
+/**
+ * The registration status lookup (PROTOCOL.md):
+ *   POST https://{host}/{idScope}/registrations/{registrationId}?api-version=2021-10-01
+ *   Authorization: SharedAccessSignature sr=...   body {"registrationId":"dev-001"}
+ */
+export function lookupRequest(options: LookupRequestOptions): HttpsRequest {
+  checkIdScope(options.idScope);
+  const body = registerPayload(options.registrationId, options.payload);
+  const headers: Record<string, string> = {
+    accept: "application/json",
+    "content-type": "application/json; charset=utf-8",
+    "content-length": String(body.length),
+    authorization: options.sasToken,
+  };
+  if (options.userAgent) headers["user-agent"] = options.userAgent;
+  return {
+    method: "POST",
+    host: options.host,
+    port: options.port ?? 443,
+    path: `/${options.idScope}/registrations/${urlEncode(options.registrationId)}?api-version=${LOOKUP_API_VERSION}`,
+    headers,
+    body,
+  };
+}
+
+function checkRid(rid: string): void {
+  if (typeof rid !== "string" || rid.length === 0 || rid.length > MAX_ID_LENGTH) {
+    throw new UsageError("INVALID_ARGUMENT", `$rid must be 1 to ${MAX_ID_LENGTH} characters`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parsing
+
+export type RegistrationStatus = "unassigned" | "assigning" | "assigned" | "failed" | "disabled";
+const STATUSES: readonly string[] = ["unassigned", "assigning", "assigned", "failed", "disabled"];
+export type Substatus = "initialAssignment" | "deviceDataMigrated" | "deviceDataReset" | "reprovisionedToInitialAssignment";
+const SUBSTATUSES: readonly string[] = ["initialAssignment", "deviceDataMigrated", "deviceDataReset", "reprovisionedToInitialAssignment"];
+
+export interface ResponseTopic {
+  /** The HTTP-like status in the topic (`res/202/`). */
+  readonly status: number;
+  readonly rid: string;
+  /** Seconds, when the topic carried a well-formed `retry-after`. */
+  readonly retryAfterSeconds?: number;
+  /** The raw `retry-after` value when it was present but not a non-negative number. */
+  readonly retryAfterInvalid?: string;
+}
+
+/**
+ * Parses `$dps/registrations/res/202/?$rid=1&retry-after=3` (parameters in any order, unknown
+ * ones ignored). Returns undefined for a topic that is not a DPS response at all.
+ * @throws PeerError MALFORMED_TOPIC when it is a DPS response topic but broken.
+ */
+export function parseResponseTopic(topic: string): ResponseTopic | undefined {
+  if (!topic.startsWith(RESPONSE_PREFIX)) return undefined;
+  const rest = topic.slice(RESPONSE_PREFIX.length);
+  const slash = rest.indexOf("/");
+  if (slash <= 0) throw new PeerError("MALFORMED_TOPIC", `DPS response topic has no status: "${excerpt(topic)}"`);
+  const statusText = rest.slice(0, slash);
+  if (!/^[1-5][0-9][0-9]$/.test(statusText)) {
+    throw new PeerError("MALFORMED_TOPIC", `DPS response topic has a status that is not a 3-digit code: "${excerpt(topic)}"`);
+  }
+  const afterStatus = rest.slice(slash + 1);
+  if (afterStatus.length > 0 && afterStatus[0] !== "?") {
+    throw new PeerError("MALFORMED_TOPIC", `DPS response topic has no query after the status: "${excerpt(topic)}"`);
+  }
+  let rid: string | undefined;
+  let retryAfterSeconds: number | undefined;
+  let retryAfterInvalid: string | undefined;
+  const query = afterStatus.slice(1);
+  for (const part of query.length > 0 ? query.split("&") : []) {
+    const eq = part.indexOf("=");
+    const name = eq < 0 ? part : part.slice(0, eq);
+    const value = eq < 0 ? "" : urlDecode(part.slice(eq + 1));
+    if (name === "$rid") rid = value;
+    else if (name === "retry-after") {
+      if (/^[0-9]{1,15}(\.[0-9]+)?$/.test(value)) retryAfterSeconds = Number(value);
+      else retryAfterInvalid = excerpt(value, 32);
+    }
+  }
+  if (rid === undefined || rid.length === 0) {
+    throw new PeerError("MALFORMED_TOPIC", `DPS response topic has no $rid: "${excerpt(topic)}"`);
+  }
+  if (rid.length > MAX_ID_LENGTH) throw new PeerError("MALFORMED_TOPIC", `DPS response $rid is longer than ${MAX_ID_LENGTH} characters`);
+  const parsed: { status: number; rid: string; retryAfterSeconds?: number; retryAfterInvalid?: string } = { status: Number(statusText), rid };
+  if (retryAfterSeconds !== undefined) parsed.retryAfterSeconds = retryAfterSeconds;
+  if (retryAfterInvalid !== undefined) parsed.retryAfterInvalid = retryAfterInvalid;
+  return parsed;
+}
+
+export interface RegistrationState {
+  readonly registrationId?: string;
+  readonly createdDateTimeUtc?: string;
+  readonly assignedHub?: string;
+  readonly deviceId?: string;
+  readonly status: RegistrationStatus;
+  readonly substatus?: Substatus | string;
+  readonly lastUpdatedDateTimeUtc?: string;
+  readonly etag?: string;
+  /** Data returned by a custom allocation function. */
+  readonly payload?: unknown;
+  readonly errorCode?: number;
+  readonly errorMessage?: string;
+  /** Present for symmetric-key attestation; this runtime needs nothing from it. */
+  readonly symmetricKey?: unknown;
+  readonly x509?: unknown;
+  readonly trustBundle?: unknown;
+}
+
+export interface OperationStatus {
+  readonly operationId?: string;
+  readonly status: RegistrationStatus;
+  readonly registrationState?: RegistrationState;
+}
+
+export interface ErrorBody {
+  /** The six-digit code, e.g. 401002; divided by 1000 it is the HTTP status. */
+  readonly errorCode?: number;
+  readonly trackingId?: string;
+  readonly message?: string;
+  readonly timestampUtc?: string;
+}
+
+/** One DPS answer, parsed once, everything it says. */
+export interface DpsResponse {
+  readonly status: number;
+  readonly rid: string;
+  readonly retryAfterSeconds?: number;
+  readonly retryAfterInvalid?: string;
+  /** For status 200 and 202. */
+  readonly operation?: OperationStatus;
+  /** For status >= 300. */
+  readonly error?: ErrorBody;
+}
+
+/**
+ * Parses one message on the DPS response topics.
+ *   topic   `$dps/registrations/res/202/?$rid=1&retry-after=3`
+ *   payload `{"operationId":"4.002e3c2e.5f7c","status":"assigning"}`
+ *   topic   `$dps/registrations/res/200/?$rid=2`
+ *   payload `{"operationId":"...","status":"assigned","registrationState":{"registrationId":"dev-001",
+ *            "assignedHub":"contoso.azure-devices.net","deviceId":"dev-001","status":"assigned",
+ *            "substatus":"initialAssignment","etag":"IjAwMDAi","createdDateTimeUtc":"...",...}}`
+ *   topic   `$dps/registrations/res/401/?$rid=1`
+ *   payload `{"errorCode":401002,"trackingId":"...","message":"Unauthorized","timestampUtc":"..."}`
+ * Returns undefined when the topic is not a DPS response topic.
+ * @throws PeerError MALFORMED_TOPIC, OVERSIZE, MALFORMED_UTF8, MALFORMED_JSON, MALFORMED_BODY,
+ *   UNKNOWN_STATUS.
+ */
+export function parseResponse(topic: string, payload: Uint8Array): DpsResponse | undefined {
+  const head = parseResponseTopic(topic);
+  if (!head) return undefined;
+  if (head.status >= 300) {
+    // An error answer whose body cannot be read still carries its status: keep it.
+    let error: ErrorBody = {};
+    try {
+      error = parseErrorBody(parseJson(payload, "error body"));
+    } catch (cause) {
+      if (!(cause instanceof PeerError)) throw cause;
+    }
+    return { ...head, error };
+  }
+  if (head.status !== 200 && head.status !== 202) {
+    throw new PeerError("UNKNOWN_STATUS", `DPS answered with status ${head.status}, which this protocol does not use`);
+  }
+  return { ...head, operation: parseOperationStatus(parseJson(payload, "operation status")) };
+}
+
+/**
+ * Parses a UTF-8 JSON object from a message body.
+ * @throws PeerError OVERSIZE, MALFORMED_UTF8, MALFORMED_JSON (also when it is not an object).
+ */
+export function parseJson(payload: Uint8Array, what: string): Record<string, unknown> {
+  if (payload.length > MAX_MESSAGE_BYTES) {
+    throw new PeerError("OVERSIZE", `the ${what} is ${payload.length} bytes, over the ${MAX_MESSAGE_BYTES}-byte limit`);
+  }
+  const text = utf8Decode(payload);
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw new PeerError("MALFORMED_JSON", `the ${what} is not JSON: "${excerpt(text)}"`);
+  }
+  if (value === null || typeof value !== "object" || Array.isArray(value)) {
+    throw new PeerError("MALFORMED_JSON", `the ${what} is JSON but not an object: "${excerpt(text)}"`);
+  }
+  return value as Record<string, unknown>;
+}
+
+/** Parses `{"operationId":"...","status":"assigning"|"assigned"|...,"registrationState":{...}}`. */
+export function parseOperationStatus(body: Record<string, unknown>): OperationStatus {
+  const status = statusField(body.status, "operation status");
+  const operationId = optionalString(body, "operationId", "operation status");
+  if (operationId !== undefined && (operationId.length === 0 || operationId.length > MAX_ID_LENGTH)) {
+    throw new PeerError("MALFORMED_BODY", `operationId must be 1 to ${MAX_ID_LENGTH} characters`);
+  }
+  let registrationState: RegistrationState | undefined;
+  if (body.registrationState !== undefined && body.registrationState !== null) {
+    registrationState = parseRegistrationState(body.registrationState);
+  }
+  if (status === "assigned" && !registrationState) {
+    throw new PeerError("MALFORMED_BODY", "DPS reported the device assigned but sent no registrationState");
+  }
+  const out: { operationId?: string; status: RegistrationStatus; registrationState?: RegistrationState } = { status };
+  if (operationId !== undefined) out.operationId = operationId;
+  if (registrationState) out.registrationState = registrationState;
+  return out;
+}
+
+/**
+ * Parses a registration state (in a 200 answer, or the whole body of a status lookup).
+ * An assigned state must name its hub and device.
+ */
+export function parseRegistrationState(value: unknown): RegistrationState {
+  if (value === null || typeof value !== "object" || Array.isArray(value)) {
+    throw new PeerError("MALFORMED_BODY", "registrationState is not an object");
+  }
+  const body = value as Record<string, unknown>;
+  const what = "registrationState";
+  const state: Record<string, unknown> = { status: statusField(body.status, what) };
+  for (const name of ["registrationId", "createdDateTimeUtc", "assignedHub", "deviceId", "lastUpdatedDateTimeUtc", "etag", "errorMessage"]) {
+    const v = optionalString(body, name, what);
+    if (v !== undefined) state[name] = v;
+  }
+  const substatus = optionalString(body, "substatus", what);
+  if (substatus !== undefined) state.substatus = SUBSTATUSES.indexOf(substatus) >= 0 ? substatus : excerpt(substatus, 64);
+  const errorCode = optionalCode(body.errorCode, what);
+  if (errorCode !== undefined) state.errorCode = errorCode;
+  for (const name of ["payload", "symmetricKey", "x509", "trustBundle"]) {
+    if (body[name] !== undefined && body[name] !== null) state[name] = body[name];
+  }
+  if (state.status === "assigned") {
+    if (!isHostName(state.assignedHub)) throw new PeerError("MALFORMED_BODY", "an assigned registrationState has no valid assignedHub");
+    if (typeof state.deviceId !== "string" || state.deviceId.length === 0 || state.deviceId.length > 128) {
+      throw new PeerError("MALFORMED_BODY", "an assigned registrationState has no valid deviceId");
+    }
+  }
+  return state as unknown as RegistrationState;
+}
+
+/** Parses `{"errorCode":401002,"trackingId":"...","message":"...","timestampUtc":"..."}`. */
+export function parseErrorBody(body: Record<string, unknown>): ErrorBody {
+  const out: { errorCode?: number; trackingId?: string; message?: string; timestampUtc?: string } = {};
+  const code = optionalCode(body.errorCode, "error body");
+  if (code !== undefined) out.errorCode = code;
+  for (const name of ["trackingId", "message", "timestampUtc"] as const) {
+    const v = body[name];
+    if (typeof v === "string") out[name] = excerpt(v, 512);
+  }
+  return out;
+}
+
+/** The outcome of a registration status lookup. */
+export interface LookupResult {
+  readonly status: number;
+  readonly registrationState?: RegistrationState;
+  readonly error?: ErrorBody;
+  /** `x-ms-error-code`, when the service sent it. */
+  readonly errorCodeHeader?: string;
+  readonly retryAfterSeconds?: number;
+}
+
+/**
+ * Parses the lookup's HTTPS answer: 200 with a registration state, or an error body.
+ * @throws PeerError as parseResponse does, for a 200 whose body is not a registration state.
+ */
+export function parseLookupResponse(response: HttpsResponse): LookupResult {
+  const header = response.headers["x-ms-error-code"];
+  const retry = response.headers["retry-after"];
+  const base: { status: number; errorCodeHeader?: string; retryAfterSeconds?: number } = { status: response.status };
+  if (header) base.errorCodeHeader = excerpt(header, 64);
+  if (retry && /^[0-9]{1,15}$/.test(retry)) base.retryAfterSeconds = Number(retry);
+  if (response.status === 200) {
+    return { ...base, registrationState: parseRegistrationState(parseJson(response.body, "lookup answer")) };
+  }
+  let error: ErrorBody = {};
+  try {
+    error = parseErrorBody(parseJson(response.body, "lookup error body"));
+  } catch (cause) {
+    if (!(cause instanceof PeerError)) throw cause;
+  }
+  if (error.errorCode === undefined && base.errorCodeHeader && /^[0-9]{6}$/.test(base.errorCodeHeader)) {
+    error = { ...error, errorCode: Number(base.errorCodeHeader) };
+  }
+  return { ...base, error };
+}
+
+function statusField(value: unknown, what: string): RegistrationStatus {
+  if (typeof value !== "string") throw new PeerError("MALFORMED_BODY", `${what} has no status string`);
+  if (STATUSES.indexOf(value) < 0) throw new PeerError("UNKNOWN_STATUS", `${what} has an unknown status "${excerpt(value, 32)}"`);
+  return value as RegistrationStatus;
+}
+
+function optionalString(body: Record<string, unknown>, name: string, what: string): string | undefined {
+  const v = body[name];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "string") throw new PeerError("MALFORMED_BODY", `${what}.${name} should be a string, got ${typeof v}`);
+  return v;
+}
+
+function optionalCode(value: unknown, what: string): number | undefined {
+  if (value === undefined || value === null) return undefined;
+  const n = typeof value === "string" && /^[0-9]{1,9}$/.test(value) ? Number(value) : value;
+  if (typeof n !== "number" || !Number.isInteger(n) || n < 0) {
+    throw new PeerError("MALFORMED_BODY", `${what}.errorCode should be an integer, got ${excerpt(String(value), 20)}`);
+  }
+  return n;
+}
+
+function isHostName(value: unknown): value is string {
+  return typeof value === "string" && value.length > 0 && value.length <= 253 && /^[A-Za-z0-9]([A-Za-z0-9\-.]*[A-Za-z0-9])?(:[0-9]{1,5})?$/.test(value);
+}
+
+/** The HTTP status a six-digit DPS error code stands for (401002 → 401). */
+export function httpStatusOfErrorCode(errorCode: number): number {
+  return Math.floor(errorCode / 1000);
+}
