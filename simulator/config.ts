@@ -1,0 +1,262 @@
+// The emulator's configuration: the types of the public contract and the checks that turn a JSON
+// file (or an object from a test) into something the service can trust. Every check throws an
+// EmulatorError that names the field, so a typo in a config file is found at start, not mid-run.
+import { readFileSync } from "node:fs";
+import { EmulatorError, INJECTABLE_STATUSES } from "./errors.js";
+import { decodeKey } from "./sas.js";
+
+export type ReprovisionPolicy = "reprovisionAndMigrate" | "reprovisionAndReset" | "neverReprovision";
+
+export interface IndividualEnrollment {
+  registrationId: string;
+  primaryKey: string;
+  secondaryKey?: string;
+  enabled?: boolean;
+  iotHubHostName?: string;
+  initialTwin?: object;
+  allocationPayload?: object;
+  deviceId?: string;
+  /** What a second registration does (default: the config's, which defaults to reprovisionAndMigrate). */
+  reprovisionPolicy?: ReprovisionPolicy;
+}
+
+export interface GroupEnrollment {
+  groupId: string;
+  primaryKey: string;
+  secondaryKey?: string;
+  enabled?: boolean;
+  iotHubHostName?: string;
+  initialTwin?: object;
+  allocationPayload?: object;
+  /** Members of the group whose registrations are disabled (as DPS does with a disabled individual record under a group). */
+  disabledRegistrations?: string[];
+  reprovisionPolicy?: ReprovisionPolicy;
+}
+
+export type FaultStep = "connect" | "subscribe" | "register" | "poll" | "lookup" | "hub-connect" | "hub-publish";
+export type MalformedKind = "non-json" | "missing-operation-id" | "wrong-types" | "truncated";
+
+export interface FaultRule {
+  step: FaultStep;
+  registrationId?: string;
+  groupId?: string;
+  probability?: number;
+  times?: number;
+  status?: number;
+  errorCode?: number;
+  retryAfter?: number | string;
+  connack?: number;
+  drop?: boolean;
+  delayMs?: number;
+  malformed?: MalformedKind;
+}
+
+export interface EmulatorConfig {
+  idScope: string;
+  hubs: { hostName: string; allocationWeight?: number }[];
+  allocationPolicy?: "hashed" | "static";
+  assignAfterPolls?: number;
+  retryAfterSeconds?: number;
+  enrollments?: { individual?: IndividualEnrollment[]; groups?: GroupEnrollment[] };
+  limits?: { registrationsPerMinute?: number; operationsPerMinute?: number; pollsPerDevicePer10s?: number };
+  faults?: FaultRule[];
+  /** Re-provisioning policy of enrollments that do not set one (default reprovisionAndMigrate, as DPS). */
+  reprovisionPolicy?: ReprovisionPolicy;
+  /** Answer for a registration id no enrollment can vouch for when the scope has no group enrollment (default 404). */
+  unknownRegistrationStatus?: 401 | 404;
+  /** Messages kept for `telemetry()` (default 10,000). */
+  telemetryLimit?: number;
+}
+
+export const DEFAULT_CONFIG: EmulatorConfig = {
+  idScope: "0ne00000001",
+  hubs: [{ hostName: "hub-1.azure-devices.localhost" }],
+};
+
+export const FAULT_STEPS: readonly FaultStep[] = ["connect", "subscribe", "register", "poll", "lookup", "hub-connect", "hub-publish"];
+export const MALFORMED_KINDS: readonly MalformedKind[] = ["non-json", "missing-operation-id", "wrong-types", "truncated"];
+const POLICIES: readonly ReprovisionPolicy[] = ["reprovisionAndMigrate", "reprovisionAndReset", "neverReprovision"];
+
+// DPS registration ids: up to 128 characters, alphanumerics and - . _ :
+const REGISTRATION_ID = /^[A-Za-z0-9\-._:]{1,128}$/;
+const HOST_NAME = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}))*$/;
+
+function fail(field: string, problem: string): never {
+  throw new EmulatorError("INVALID_CONFIG", `${field}: ${problem}`);
+}
+
+function optionalObject(value: unknown, field: string): void {
+  if (value !== undefined && (typeof value !== "object" || value === null || Array.isArray(value))) fail(field, "must be a JSON object");
+}
+
+function optionalBoolean(value: unknown, field: string): void {
+  if (value !== undefined && typeof value !== "boolean") fail(field, "must be true or false");
+}
+
+function nonNegativeInteger(value: unknown, field: string): void {
+  if (value !== undefined && (!Number.isInteger(value) || (value as number) < 0)) fail(field, "must be a non-negative integer");
+}
+
+export function checkRegistrationId(id: unknown, field: string): asserts id is string {
+  if (typeof id !== "string" || !REGISTRATION_ID.test(id)) {
+    fail(field, "must be 1-128 characters of letters, digits, '-', '.', '_' or ':'");
+  }
+}
+
+function checkKeys(e: { primaryKey: unknown; secondaryKey?: unknown }, field: string): void {
+  if (typeof e.primaryKey !== "string") fail(`${field}.primaryKey`, "is required (base64)");
+  try {
+    decodeKey(e.primaryKey, `${field}.primaryKey`);
+    if (e.secondaryKey !== undefined) decodeKey(e.secondaryKey as string, `${field}.secondaryKey`);
+  } catch (error) {
+    fail(field, (error as Error).message);
+  }
+}
+
+function checkPolicy(value: unknown, field: string): void {
+  if (value !== undefined && !POLICIES.includes(value as ReprovisionPolicy)) fail(field, `must be one of ${POLICIES.join(", ")}`);
+}
+
+export function checkIndividualEnrollment(e: IndividualEnrollment, field = "enrollment"): void {
+  if (typeof e !== "object" || e === null) fail(field, "must be an object");
+  checkRegistrationId(e.registrationId, `${field}.registrationId`);
+  checkKeys(e, field);
+  optionalBoolean(e.enabled, `${field}.enabled`);
+  optionalObject(e.initialTwin, `${field}.initialTwin`);
+  optionalObject(e.allocationPayload, `${field}.allocationPayload`);
+  if (e.deviceId !== undefined) checkRegistrationId(e.deviceId, `${field}.deviceId`);
+  if (e.iotHubHostName !== undefined && typeof e.iotHubHostName !== "string") fail(`${field}.iotHubHostName`, "must be a string");
+  checkPolicy(e.reprovisionPolicy, `${field}.reprovisionPolicy`);
+}
+
+export function checkGroupEnrollment(e: GroupEnrollment, field = "group"): void {
+  if (typeof e !== "object" || e === null) fail(field, "must be an object");
+  checkRegistrationId(e.groupId, `${field}.groupId`);
+  checkKeys(e, field);
+  optionalBoolean(e.enabled, `${field}.enabled`);
+  optionalObject(e.initialTwin, `${field}.initialTwin`);
+  optionalObject(e.allocationPayload, `${field}.allocationPayload`);
+  if (e.iotHubHostName !== undefined && typeof e.iotHubHostName !== "string") fail(`${field}.iotHubHostName`, "must be a string");
+  if (e.disabledRegistrations !== undefined) {
+    if (!Array.isArray(e.disabledRegistrations)) fail(`${field}.disabledRegistrations`, "must be an array of registration ids");
+    e.disabledRegistrations.forEach((id, i) => checkRegistrationId(id, `${field}.disabledRegistrations[${i}]`));
+  }
+  checkPolicy(e.reprovisionPolicy, `${field}.reprovisionPolicy`);
+}
+
+export function checkFaultRule(rule: FaultRule, field = "fault"): void {
+  if (typeof rule !== "object" || rule === null) fail(field, "must be an object");
+  if (!FAULT_STEPS.includes(rule.step)) fail(`${field}.step`, `must be one of ${FAULT_STEPS.join(", ")}`);
+  if (rule.registrationId !== undefined && typeof rule.registrationId !== "string") fail(`${field}.registrationId`, "must be a string");
+  if (rule.groupId !== undefined && typeof rule.groupId !== "string") fail(`${field}.groupId`, "must be a string");
+  if (rule.probability !== undefined && !(typeof rule.probability === "number" && rule.probability >= 0 && rule.probability <= 1)) {
+    fail(`${field}.probability`, "must be a number from 0 to 1");
+  }
+  if (rule.times !== undefined && (!Number.isInteger(rule.times) || rule.times < 1)) fail(`${field}.times`, "must be a positive integer");
+  if (rule.status !== undefined && !INJECTABLE_STATUSES.includes(rule.status)) {
+    fail(`${field}.status`, `must be one of ${INJECTABLE_STATUSES.join(", ")}`);
+  }
+  if (rule.errorCode !== undefined && (!Number.isInteger(rule.errorCode) || rule.errorCode < 100000 || rule.errorCode > 599999)) {
+    fail(`${field}.errorCode`, "must be a six-digit integer");
+  }
+  if (rule.retryAfter !== undefined && typeof rule.retryAfter !== "number" && typeof rule.retryAfter !== "string") {
+    fail(`${field}.retryAfter`, "must be a number or a string");
+  }
+  if (rule.connack !== undefined && (!Number.isInteger(rule.connack) || rule.connack < 1 || rule.connack > 5)) {
+    fail(`${field}.connack`, "must be a CONNACK return code from 1 to 5");
+  }
+  if (rule.connack !== undefined && rule.step !== "connect" && rule.step !== "hub-connect") {
+    fail(`${field}.connack`, "applies only to the connect and hub-connect steps");
+  }
+  optionalBoolean(rule.drop, `${field}.drop`);
+  if (rule.delayMs !== undefined && !(Number.isInteger(rule.delayMs) && rule.delayMs >= 0 && rule.delayMs <= 600_000)) {
+    fail(`${field}.delayMs`, "must be an integer from 0 to 600000");
+  }
+  if (rule.malformed !== undefined) {
+    if (!MALFORMED_KINDS.includes(rule.malformed)) fail(`${field}.malformed`, `must be one of ${MALFORMED_KINDS.join(", ")}`);
+    if (rule.step !== "register" && rule.step !== "poll" && rule.step !== "lookup") {
+      fail(`${field}.malformed`, "applies only to the register, poll and lookup steps");
+    }
+  }
+  const known = new Set(["step", "registrationId", "groupId", "probability", "times", "status", "errorCode", "retryAfter", "connack", "drop", "delayMs", "malformed"]);
+  for (const key of Object.keys(rule)) if (!known.has(key)) fail(`${field}.${key}`, "is not a fault rule field");
+}
+
+/** Checks a whole configuration; returns it with defaults filled in. Throws EmulatorError. */
+export function checkConfig(input: EmulatorConfig): EmulatorConfig {
+  if (typeof input !== "object" || input === null) fail("config", "must be an object");
+  if (typeof input.idScope !== "string" || !/^[A-Za-z0-9]{1,64}$/.test(input.idScope)) fail("idScope", "must be letters and digits, like 0ne00000001");
+  if (!Array.isArray(input.hubs) || input.hubs.length === 0) fail("hubs", "must list at least one hub");
+  const names = new Set<string>();
+  input.hubs.forEach((h, i) => {
+    if (typeof h?.hostName !== "string" || !HOST_NAME.test(h.hostName)) fail(`hubs[${i}].hostName`, "must be a host name");
+    if (names.has(h.hostName.toLowerCase())) fail(`hubs[${i}].hostName`, "is listed twice");
+    names.add(h.hostName.toLowerCase());
+    if (h.allocationWeight !== undefined && !(typeof h.allocationWeight === "number" && h.allocationWeight >= 0 && h.allocationWeight <= 1000)) {
+      fail(`hubs[${i}].allocationWeight`, "must be a number from 0 to 1000");
+    }
+  });
+  if (input.allocationPolicy !== undefined && input.allocationPolicy !== "hashed" && input.allocationPolicy !== "static") {
+    fail("allocationPolicy", 'must be "hashed" or "static"');
+  }
+  nonNegativeInteger(input.assignAfterPolls, "assignAfterPolls");
+  nonNegativeInteger(input.retryAfterSeconds, "retryAfterSeconds");
+  nonNegativeInteger(input.telemetryLimit, "telemetryLimit");
+  checkPolicy(input.reprovisionPolicy, "reprovisionPolicy");
+  if (input.unknownRegistrationStatus !== undefined && input.unknownRegistrationStatus !== 401 && input.unknownRegistrationStatus !== 404) {
+    fail("unknownRegistrationStatus", "must be 401 or 404");
+  }
+  const limits = input.limits ?? {};
+  optionalObject(input.limits, "limits");
+  for (const key of ["registrationsPerMinute", "operationsPerMinute", "pollsPerDevicePer10s"] as const) {
+    if (limits[key] !== undefined && (!Number.isInteger(limits[key]) || (limits[key] as number) < 1)) fail(`limits.${key}`, "must be a positive integer");
+  }
+  optionalObject(input.enrollments, "enrollments");
+  const individual = input.enrollments?.individual ?? [];
+  const groups = input.enrollments?.groups ?? [];
+  if (!Array.isArray(individual)) fail("enrollments.individual", "must be an array");
+  if (!Array.isArray(groups)) fail("enrollments.groups", "must be an array");
+  individual.forEach((e, i) => checkIndividualEnrollment(e, `enrollments.individual[${i}]`));
+  groups.forEach((e, i) => checkGroupEnrollment(e, `enrollments.groups[${i}]`));
+  const faults = input.faults ?? [];
+  if (!Array.isArray(faults)) fail("faults", "must be an array");
+  faults.forEach((f, i) => checkFaultRule(f, `faults[${i}]`));
+  return {
+    ...input,
+    allocationPolicy: input.allocationPolicy ?? "hashed",
+    assignAfterPolls: input.assignAfterPolls ?? 1,
+    retryAfterSeconds: input.retryAfterSeconds ?? 3,
+    limits: {
+      registrationsPerMinute: limits.registrationsPerMinute ?? 1000,
+      operationsPerMinute: limits.operationsPerMinute ?? 1000,
+      pollsPerDevicePer10s: limits.pollsPerDevicePer10s ?? 5,
+    },
+    enrollments: { individual, groups },
+    faults,
+    reprovisionPolicy: input.reprovisionPolicy ?? "reprovisionAndMigrate",
+    unknownRegistrationStatus: input.unknownRegistrationStatus ?? 404,
+    telemetryLimit: input.telemetryLimit ?? 10_000,
+  };
+}
+
+/** Reads and checks a JSON config file. Throws EmulatorError naming the file and the field. */
+export function loadConfigFile(path: string): EmulatorConfig {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (error) {
+    throw new EmulatorError("CONFIG_UNREADABLE", `cannot read config file ${path}: ${(error as Error).message}`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (error) {
+    throw new EmulatorError("INVALID_CONFIG", `config file ${path} is not JSON: ${(error as Error).message}`);
+  }
+  try {
+    return checkConfig(parsed as EmulatorConfig);
+  } catch (error) {
+    if (error instanceof EmulatorError) throw new EmulatorError(error.code, `${path}: ${error.message}`);
+    throw error;
+  }
+}

@@ -1,0 +1,398 @@
+// The DPS + IoT Hub emulator: startEmulator() brings up the MQTT listeners (DPS and hub, TLS and
+// plain TCP), the HTTPS status lookup and the admin API on loopback, and returns a handle that
+// tests and the demo drive and stop. It is an independent implementation of the service side of
+// the protocol (node:crypto and mqtt-packet), and imports nothing from modules/.
+import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
+import { createServer as createHttpsServer, type Server as HttpsServer } from "node:https";
+import { createServer as createTcpServer, type AddressInfo, type Server as TcpServer, type Socket } from "node:net";
+import { join } from "node:path";
+import { createServer as createTlsServer, type TLSSocket } from "node:tls";
+import { adminHandler } from "./admin-server.js";
+import { ensureTlsIdentity } from "./certs.js";
+import { checkConfig, DEFAULT_CONFIG, loadConfigFile, type EmulatorConfig, type FaultRule, type GroupEnrollment, type IndividualEnrollment } from "./config.js";
+import { DpsSession, type DpsLimits } from "./dps-session.js";
+import { EmulatorError } from "./errors.js";
+import { FaultBook, type StoredFault } from "./faults.js";
+import { HubSession } from "./hub-session.js";
+import { Counters, Logger, type LogLevel, type LogSink } from "./log.js";
+import { lookupHandler } from "./lookup-server.js";
+import type { MqttSession, SessionContext } from "./mqtt-session.js";
+import { Random } from "./random.js";
+import { ProvisioningService, type RegistrationRecord, type TelemetryMessage } from "./service.js";
+import { SlidingKeyLimit, WindowLimit } from "./throttle.js";
+
+export type { EmulatorConfig, FaultRule, FaultStep, GroupEnrollment, IndividualEnrollment, MalformedKind, ReprovisionPolicy } from "./config.js";
+export type { RegistrationRecord, TelemetryMessage } from "./service.js";
+export type { LogLevel, LogSink } from "./log.js";
+export { EmulatorError } from "./errors.js";
+export { loadConfigFile } from "./config.js";
+export { deriveDeviceKey, signSasToken } from "./sas.js";
+
+export interface EmulatorOptions {
+  /** Listen address, default "127.0.0.1". */
+  host?: string;
+  /** 0 = ephemeral (the default for every port here; the CLI has fixed defaults). */
+  dpsTlsPort?: number;
+  dpsTcpPort?: number;
+  /** One hub listener pair serves every emulated hub; the hub is chosen by the CONNECT user name. */
+  hubTlsPort?: number;
+  hubTcpPort?: number;
+  /** Registration status lookup (HTTPS, same CA). */
+  httpsPort?: number;
+  /** Admin HTTP API (plain HTTP). */
+  adminPort?: number;
+  /** Where the CA and server certificate are created and reused (default .cache/emulator under the cwd). */
+  stateDir?: string;
+  /** A config object or the path of a JSON config file (default: one scope, one hub, no enrollments). */
+  config?: EmulatorConfig | string;
+  /** Seeds every random choice (fault probabilities, operation ids, tracking ids, etags). */
+  seed?: number;
+  /** Tolerance for SAS expiry in seconds (default 300). */
+  clockSkewSeconds?: number;
+  /** Clock in ms for SAS expiry and rate limits (default Date.now). */
+  now?: () => number;
+  /** Structured log sink; default silent. */
+  log?: LogSink;
+  /** Level for the sink (default "info"). */
+  logLevel?: LogLevel;
+  /** Close connections that send no CONNECT within this time (default 10,000 ms). */
+  connectTimeoutMs?: number;
+}
+
+export interface EmulatorCounters {
+  /** DPS answers per status code ("202", "200", "429", ...) and CONNACK codes ("connack-0", ...). */
+  dps: Record<string, number>;
+  /** Hub CONNACK codes ("connack-5"), "telemetry", "puback", "twin-200", "bad-packet". */
+  hub: Record<string, number>;
+  /** Status lookup answers per status code. */
+  https: Record<string, number>;
+  /** Injected faults per step. */
+  faults: Record<string, number>;
+  /** MQTT connections open now (DPS and hub). */
+  connections: number;
+  /** Registrations completed with status "assigned" (answers, including repeats). */
+  registrations: number;
+  /** Distinct registration records DPS holds. */
+  registrationRecords: number;
+  throttled: number;
+  badPackets: number;
+}
+
+export interface Emulator {
+  readonly endpoints: {
+    dps: { host: string; tlsPort: number; tcpPort: number };
+    hub: { host: string; tlsPort: number; tcpPort: number };
+    https: { host: string; port: number };
+    admin: { url: string; port: number };
+  };
+  readonly idScope: string;
+  readonly caPem: string;
+  readonly caPath: string;
+  /** The seed in use (given or drawn), to replay a run. */
+  readonly seed: number;
+  /** Adds or replaces; throws EmulatorError when invalid or naming an unknown hub. */
+  addIndividualEnrollment(e: IndividualEnrollment): void;
+  addGroupEnrollment(e: GroupEnrollment): void;
+  /** Throws EmulatorError(NOT_FOUND). */
+  setEnrollmentEnabled(idOrGroup: { registrationId?: string; groupId?: string }, enabled: boolean): void;
+  /** False when there was no such enrollment. */
+  removeEnrollment(idOrGroup: { registrationId?: string; groupId?: string }): boolean;
+  /** A disabled hub device gets CONNACK 5; its open connections are closed. Throws EmulatorError(NOT_FOUND). */
+  setDeviceEnabled(deviceId: string, enabled: boolean, hubHostName?: string): void;
+  /** Throws EmulatorError(NOT_FOUND). Open connections of the device are closed. */
+  deleteDevice(deviceId: string, hubHostName?: string): void;
+  /** Unavailable: CONNACK 3, and open connections to that hub are closed. Throws EmulatorError(UNKNOWN_HUB). */
+  setHubAvailable(hubHostName: string, available: boolean): void;
+  /** Returns the rule's id. Throws EmulatorError(INVALID_CONFIG) for an invalid rule. */
+  addFault(rule: FaultRule): number;
+  removeFault(id: number): boolean;
+  clearFaults(): void;
+  faults(): StoredFault[];
+  registrations(): RegistrationRecord[];
+  registration(registrationId: string): RegistrationRecord | undefined;
+  deleteRegistration(registrationId: string): boolean;
+  enrollments(): ReturnType<ProvisioningService["enrollments"]>;
+  devices(): ReturnType<ProvisioningService["devices"]>;
+  hubs(): ReturnType<ProvisioningService["hubsSummary"]>;
+  counters(): EmulatorCounters;
+  resetCounters(): void;
+  telemetry(deviceId?: string): TelemetryMessage[];
+  clearTelemetry(): void;
+  /** Closes listeners and every open socket; idempotent. */
+  stop(): Promise<void>;
+}
+
+const SWEEP_MS = 250;
+
+class EmulatorImpl implements Emulator {
+  endpoints!: Emulator["endpoints"];
+  readonly idScope: string;
+  readonly caPem: string;
+  readonly caPath: string;
+  readonly seed: number;
+  readonly #service: ProvisioningService;
+  readonly #faults: FaultBook;
+  readonly #counters = new Counters();
+  readonly #log: Logger;
+  readonly #sessions = new Set<MqttSession>();
+  readonly #handshaking = new Set<Socket>();
+  readonly #timers = new Set<NodeJS.Timeout>();
+  readonly #limits: DpsLimits;
+  readonly #ctx: SessionContext;
+  readonly #mqttServers: TcpServer[] = [];
+  readonly #httpServers: (HttpServer | HttpsServer)[] = [];
+  #sweeper: NodeJS.Timeout | undefined;
+  #sweeps = 0;
+  #stopping: Promise<void> | undefined;
+  readonly #connectTimeoutMs: number;
+
+  constructor(options: EmulatorOptions, config: EmulatorConfig, identity: { caPem: string; caPath: string }) {
+    const random = new Random(options.seed);
+    this.seed = random.seed;
+    this.idScope = config.idScope;
+    this.caPem = identity.caPem;
+    this.caPath = identity.caPath;
+    this.#log = new Logger(options.log, options.logLevel ?? "info");
+    this.#service = new ProvisioningService(config, random, options.clockSkewSeconds ?? 300);
+    this.#faults = new FaultBook(random);
+    for (const rule of config.faults ?? []) this.#faults.add(rule);
+    this.#connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
+    const limits = config.limits ?? {};
+    this.#limits = {
+      registrations: new WindowLimit(limits.registrationsPerMinute ?? 1000),
+      operations: new WindowLimit(limits.operationsPerMinute ?? 1000),
+      pollsPerDevice: new SlidingKeyLimit(limits.pollsPerDevicePer10s ?? 5, 10_000),
+    };
+    const now = options.now ?? Date.now;
+    this.#ctx = {
+      service: this.#service,
+      faults: this.#faults,
+      log: this.#log,
+      counters: this.#counters,
+      now,
+      later: (ms, fn) => {
+        const timer = setTimeout(() => {
+          this.#timers.delete(timer);
+          fn();
+        }, ms);
+        this.#timers.add(timer);
+      },
+      forget: (session) => this.#sessions.delete(session),
+    };
+  }
+
+  async listen(options: EmulatorOptions, tls: { certPem: string; keyPem: string }): Promise<void> {
+    const host = options.host ?? "127.0.0.1";
+    const tlsOptions = { cert: tls.certPem, key: tls.keyPem, minVersion: "TLSv1.2" as const };
+    const mqtt = (kind: "dps" | "hub", secure: boolean): TcpServer => {
+      const accept = (socket: Socket): void => {
+        const session =
+          kind === "dps"
+            ? new DpsSession(socket, this.#ctx, secure ? "tls" : "tcp", this.#limits)
+            : new HubSession(socket, this.#ctx, secure ? "tls" : "tcp");
+        this.#sessions.add(session);
+        if (session.closed) this.#sessions.delete(session);
+      };
+      let server: TcpServer;
+      if (secure) {
+        const tlsServer = createTlsServer(tlsOptions);
+        tlsServer.on("connection", (raw: Socket) => {
+          this.#handshaking.add(raw);
+          raw.once("close", () => this.#handshaking.delete(raw));
+        });
+        tlsServer.on("secureConnection", (socket: TLSSocket) => accept(socket));
+        tlsServer.on("tlsClientError", (error: NodeJS.ErrnoException) => {
+          if (this.#log.enabled("debug")) this.#log.debug("tls-handshake-failed", { endpoint: kind, code: error.code, message: error.message });
+        });
+        server = tlsServer;
+      } else {
+        server = createTcpServer({ noDelay: true }, accept);
+      }
+      server.on("error", (error) => this.#log.error("listener-error", { endpoint: kind, message: error.message }));
+      this.#mqttServers.push(server);
+      return server;
+    };
+    const dpsTls = mqtt("dps", true);
+    const dpsTcp = mqtt("dps", false);
+    const hubTls = mqtt("hub", true);
+    const hubTcp = mqtt("hub", false);
+    const https = createHttpsServer(tlsOptions, lookupHandler(this.#ctx, this.#limits.operations));
+    const admin = createHttpServer(adminHandler(this));
+    this.#httpServers.push(https, admin);
+    try {
+      const [dpsTlsPort, dpsTcpPort, hubTlsPort, hubTcpPort, httpsPort, adminPort] = await Promise.all([
+        listenOn(dpsTls, host, options.dpsTlsPort ?? 0),
+        listenOn(dpsTcp, host, options.dpsTcpPort ?? 0),
+        listenOn(hubTls, host, options.hubTlsPort ?? 0),
+        listenOn(hubTcp, host, options.hubTcpPort ?? 0),
+        listenOn(https, host, options.httpsPort ?? 0),
+        listenOn(admin, host, options.adminPort ?? 0),
+      ]);
+      const urlHost = host.includes(":") ? `[${host}]` : host;
+      this.endpoints = {
+        dps: { host, tlsPort: dpsTlsPort, tcpPort: dpsTcpPort },
+        hub: { host, tlsPort: hubTlsPort, tcpPort: hubTcpPort },
+        https: { host, port: httpsPort },
+        admin: { url: `http://${urlHost}:${adminPort}`, port: adminPort },
+      };
+    } catch (error) {
+      await this.stop();
+      throw error;
+    }
+    this.#sweeper = setInterval(() => this.#sweep(), SWEEP_MS);
+    this.#sweeper.unref();
+    this.#log.info("emulator-started", { endpoints: this.endpoints, idScope: this.idScope, caPath: this.caPath, seed: this.seed });
+  }
+
+  /** Connect deadlines and keep-alive: a hub closes after 1.5 x the client's keep-alive without traffic. */
+  #sweep(): void {
+    const now = Date.now();
+    for (const session of this.#sessions) {
+      if (session.closed) continue;
+      if (!session.connected) {
+        if (now - session.acceptedAt > this.#connectTimeoutMs) session.close("connect-timeout");
+      } else if (session.keepAliveMs > 0 && now - session.lastSeen > session.keepAliveMs * 1.5) {
+        session.close("keepalive-timeout");
+      }
+    }
+    if (++this.#sweeps % 40 === 0) this.#limits.pollsPerDevice.prune(this.#ctx.now());
+  }
+
+  addIndividualEnrollment(e: IndividualEnrollment): void {
+    this.#service.addIndividualEnrollment(e);
+    this.#log.info("enrollment-added", { registrationId: e.registrationId });
+  }
+  addGroupEnrollment(e: GroupEnrollment): void {
+    this.#service.addGroupEnrollment(e);
+    this.#log.info("enrollment-added", { groupId: e.groupId });
+  }
+  setEnrollmentEnabled(which: { registrationId?: string; groupId?: string }, enabled: boolean): void {
+    this.#service.setEnrollmentEnabled(which, enabled);
+    this.#log.info("enrollment-changed", { ...which, enabled });
+  }
+  removeEnrollment(which: { registrationId?: string; groupId?: string }): boolean {
+    const removed = this.#service.removeEnrollment(which);
+    if (removed) this.#log.info("enrollment-removed", { ...which });
+    return removed;
+  }
+  setDeviceEnabled(deviceId: string, enabled: boolean, hubHostName?: string): void {
+    const devices = this.#service.setDeviceEnabled(deviceId, enabled, hubHostName);
+    this.#log.info("device-changed", { deviceId, hub: hubHostName, enabled });
+    if (!enabled) this.#closeHubSessions((s) => s.device !== undefined && devices.includes(s.device), "device-disabled");
+  }
+  deleteDevice(deviceId: string, hubHostName?: string): void {
+    const devices = this.#service.deleteDevice(deviceId, hubHostName);
+    this.#log.info("device-deleted", { deviceId, hub: hubHostName });
+    this.#closeHubSessions((s) => s.device !== undefined && devices.includes(s.device), "device-deleted");
+  }
+  setHubAvailable(hubHostName: string, available: boolean): void {
+    this.#service.setHubAvailable(hubHostName, available);
+    this.#log.info("hub-changed", { hub: hubHostName, available });
+    if (!available) this.#closeHubSessions((s) => s.hubHostName?.toLowerCase() === hubHostName.toLowerCase(), "hub-unavailable");
+  }
+  #closeHubSessions(which: (s: HubSession) => boolean, reason: string): void {
+    for (const s of this.#sessions) if (s instanceof HubSession && s.connected && which(s)) s.close(reason);
+  }
+  addFault(rule: FaultRule): number {
+    const id = this.#faults.add(rule);
+    this.#log.info("fault-added", { id, rule });
+    return id;
+  }
+  removeFault(id: number): boolean {
+    return this.#faults.remove(id);
+  }
+  clearFaults(): void {
+    this.#faults.clear();
+  }
+  faults(): StoredFault[] {
+    return this.#faults.list();
+  }
+  registrations(): RegistrationRecord[] {
+    return this.#service.registrations();
+  }
+  registration(registrationId: string): RegistrationRecord | undefined {
+    return this.#service.registration(registrationId);
+  }
+  deleteRegistration(registrationId: string): boolean {
+    return this.#service.deleteRegistration(registrationId);
+  }
+  enrollments(): ReturnType<ProvisioningService["enrollments"]> {
+    return this.#service.enrollments();
+  }
+  devices(): ReturnType<ProvisioningService["devices"]> {
+    return this.#service.devices();
+  }
+  hubs(): ReturnType<ProvisioningService["hubsSummary"]> {
+    return this.#service.hubsSummary();
+  }
+  counters(): EmulatorCounters {
+    const c = this.#counters;
+    return {
+      dps: { ...c.dps },
+      hub: { ...c.hub },
+      https: { ...c.https },
+      faults: { ...c.faults },
+      connections: this.#sessions.size,
+      registrations: c.assigned,
+      registrationRecords: this.#service.registrationCount,
+      throttled: c.throttled,
+      badPackets: c.badPackets,
+    };
+  }
+  resetCounters(): void {
+    this.#counters.reset();
+  }
+  telemetry(deviceId?: string): TelemetryMessage[] {
+    return this.#service.telemetry(deviceId);
+  }
+  clearTelemetry(): void {
+    this.#service.clearTelemetry();
+  }
+
+  stop(): Promise<void> {
+    this.#stopping ??= this.#stop();
+    return this.#stopping;
+  }
+
+  async #stop(): Promise<void> {
+    if (this.#sweeper) clearInterval(this.#sweeper);
+    for (const timer of this.#timers) clearTimeout(timer);
+    this.#timers.clear();
+    const closing: Promise<void>[] = [];
+    for (const server of [...this.#mqttServers, ...this.#httpServers]) {
+      if (!server.listening) continue;
+      closing.push(new Promise((resolve) => server.close(() => resolve())));
+    }
+    for (const session of this.#sessions) session.socket.destroy();
+    for (const socket of this.#handshaking) socket.destroy();
+    for (const server of this.#httpServers) server.closeAllConnections();
+    await Promise.all(closing);
+    this.#log.info("emulator-stopped", {});
+  }
+}
+
+function listenOn(server: TcpServer | HttpServer | HttpsServer, host: string, port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const onError = (error: Error): void => reject(error);
+    server.once("error", onError);
+    server.listen({ host, port }, () => {
+      server.off("error", onError);
+      resolve((server.address() as AddressInfo).port);
+    });
+  });
+}
+
+/**
+ * Starts the emulator. Rejects with EmulatorError for a bad config, or with the listener's error
+ * (EADDRINUSE...) when a port cannot be bound; nothing is left running in either case.
+ */
+export async function startEmulator(options: EmulatorOptions = {}): Promise<Emulator> {
+  const config =
+    typeof options.config === "string" ? loadConfigFile(options.config) : checkConfig(options.config ?? DEFAULT_CONFIG);
+  if (options.seed !== undefined && !Number.isInteger(options.seed)) throw new EmulatorError("INVALID_ARGUMENT", "seed must be an integer");
+  const stateDir = options.stateDir ?? join(process.cwd(), ".cache", "emulator");
+  const identity = await ensureTlsIdentity(stateDir);
+  const emulator = new EmulatorImpl(options, config, identity);
+  await emulator.listen(options, identity);
+  return emulator;
+}

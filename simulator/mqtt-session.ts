@@ -1,0 +1,240 @@
+// One MQTT 3.1.1 connection on the server side: bytes in through mqtt-packet's parser, packets out
+// through its generator, keep-alive and connect deadlines checked by the emulator's sweep. A packet
+// the parser rejects, or one that breaks the protocol's order, closes this connection (with a log
+// line) and nothing else. Subclasses (DPS, hub) decide what CONNECT, SUBSCRIBE and PUBLISH mean.
+import type { Socket } from "node:net";
+import type { TLSSocket } from "node:tls";
+import {
+  generate,
+  parser as createParser,
+  type IConnectPacket,
+  type IPublishPacket,
+  type ISubscribePacket,
+  type Packet,
+} from "mqtt-packet";
+import type { FaultRule, FaultStep } from "./config.js";
+import type { FaultBook, FaultSubject } from "./faults.js";
+import { Counters, type Logger } from "./log.js";
+import type { ProvisioningService } from "./service.js";
+
+/** What a session needs from the emulator that owns it. */
+export interface SessionContext {
+  readonly service: ProvisioningService;
+  readonly faults: FaultBook;
+  readonly log: Logger;
+  readonly counters: Counters;
+  /** The clock for token expiry and rate limits (ms). */
+  now(): number;
+  /** Runs `fn` after `ms` unless the emulator stops first. */
+  later(ms: number, fn: () => void): void;
+  /** Called when the session closes, to drop it from the emulator's books. */
+  forget(session: MqttSession): void;
+}
+
+const PINGRESP = generate({ cmd: "pingresp" });
+const CONNACKS = [0, 1, 2, 3, 4, 5].map((returnCode) => generate({ cmd: "connack", returnCode, sessionPresent: false }));
+/** Largest packet accepted: DPS allows 96 KB messages, the hub 256 KB; a little headroom for topics. */
+export const MAX_PACKET_BYTES = 300 * 1024;
+
+export type Endpoint = "dps" | "hub";
+
+export abstract class MqttSession {
+  readonly socket: Socket;
+  readonly ctx: SessionContext;
+  readonly transport: "tls" | "tcp";
+  abstract readonly endpoint: Endpoint;
+  /** Real time (Date.now) of the last bytes received: keep-alive is about the wire, not the emulated clock. */
+  lastSeen: number;
+  readonly acceptedAt: number;
+  /** Keep-alive in ms announced by the client (0: none). */
+  keepAliveMs = 0;
+  connected = false;
+  closed = false;
+  #connectSeen = false;
+  #packetId = 0;
+  readonly #parser = createParser({ protocolVersion: 4 });
+  #buffered = 0;
+
+  constructor(socket: Socket, ctx: SessionContext, transport: "tls" | "tcp") {
+    this.socket = socket;
+    this.ctx = ctx;
+    this.transport = transport;
+    this.lastSeen = this.acceptedAt = Date.now();
+    socket.setNoDelay(true);
+    this.#parser.on("packet", (packet: Packet) => this.#dispatch(packet));
+    this.#parser.on("error", (error: Error) => this.protocolError(`malformed packet: ${error.message}`));
+    socket.on("data", (chunk: Buffer) => this.#onData(chunk));
+    socket.on("error", (error: NodeJS.ErrnoException) => {
+      if (ctx.log.enabled("debug")) ctx.log.debug("socket-error", { endpoint: this.endpoint, client: this.clientLabel(), code: error.code });
+    });
+    socket.on("close", () => this.#onClose());
+  }
+
+  /** The device named by this connection, for logs (registration id or device id). */
+  abstract clientLabel(): string | undefined;
+  protected abstract onConnect(packet: IConnectPacket): void;
+  protected abstract onPublish(packet: IPublishPacket): void;
+  protected abstract onSubscribe(packet: ISubscribePacket): void;
+  protected onClosed(): void {}
+
+  #onData(chunk: Buffer): void {
+    if (this.closed) return;
+    this.lastSeen = Date.now();
+    try {
+      this.#buffered = this.#parser.parse(chunk);
+    } catch (error) {
+      this.protocolError(`malformed packet: ${(error as Error).message}`);
+      return;
+    }
+    if (this.#buffered > MAX_PACKET_BYTES) this.protocolError(`packet larger than ${MAX_PACKET_BYTES} bytes`);
+  }
+
+  #dispatch(packet: Packet): void {
+    if (this.closed) return;
+    try {
+      if (!this.#connectSeen) {
+        if (packet.cmd !== "connect") return this.protocolError(`first packet was ${packet.cmd}, not CONNECT [MQTT-3.1.0-1]`);
+        this.#connectSeen = true;
+        const keepalive = (packet as IConnectPacket).keepalive ?? 0;
+        this.keepAliveMs = keepalive * 1000;
+        this.onConnect(packet as IConnectPacket);
+        return;
+      }
+      if (!this.connected) return this.protocolError(`${packet.cmd} before the connection was accepted`);
+      switch (packet.cmd) {
+        case "publish":
+          return this.onPublish(packet);
+        case "subscribe":
+          return this.onSubscribe(packet);
+        case "unsubscribe":
+          this.write(generate({ cmd: "unsuback", messageId: packet.messageId ?? 0, granted: [] }));
+          return;
+        case "pingreq":
+          this.write(PINGRESP);
+          return;
+        case "disconnect":
+          this.close("client-disconnect", "debug");
+          return;
+        case "puback":
+        case "pubrec":
+        case "pubrel":
+        case "pubcomp":
+          return; // acknowledgements of our QoS 1 answers: nothing is retransmitted
+        case "connect":
+          return this.protocolError("second CONNECT [MQTT-3.1.0-2]");
+        default:
+          return this.protocolError(`unexpected ${packet.cmd} from a client`);
+      }
+    } catch (error) {
+      this.ctx.log.error("internal-error", { endpoint: this.endpoint, client: this.clientLabel(), message: (error as Error).message });
+      this.close("internal-error", "error");
+    }
+  }
+
+  /** The peer broke the protocol: log it, close this connection only. */
+  protocolError(reason: string): void {
+    if (this.closed) return;
+    this.ctx.counters.badPackets++;
+    Counters.bump(this.endpoint === "dps" ? this.ctx.counters.dps : this.ctx.counters.hub, "bad-packet");
+    this.ctx.log.warn("bad-packet", { endpoint: this.endpoint, client: this.clientLabel(), remote: this.socket.remoteAddress, reason });
+    this.close("bad-packet", "debug");
+  }
+
+  write(bytes: Buffer): void {
+    if (!this.closed && this.socket.writable) this.socket.write(bytes);
+  }
+
+  connack(returnCode: number): void {
+    Counters.bump(this.endpoint === "dps" ? this.ctx.counters.dps : this.ctx.counters.hub, `connack-${returnCode}`);
+    this.write(CONNACKS[returnCode]);
+    if (returnCode === 0) {
+      this.connected = true;
+    } else {
+      this.ctx.log.info("connect-refused", { endpoint: this.endpoint, client: this.clientLabel(), returnCode });
+      // [MQTT-3.2.2-5]: after a non-zero CONNACK the server closes the connection.
+      this.socket.end();
+      this.socket.setTimeout(2000, () => this.socket.destroy());
+      this.closed = true;
+    }
+  }
+
+  puback(messageId: number | undefined): void {
+    this.write(generate({ cmd: "puback", messageId: messageId ?? 0 }));
+  }
+
+  suback(messageId: number | undefined, granted: number[]): void {
+    this.write(generate({ cmd: "suback", messageId: messageId ?? 0, granted }));
+  }
+
+  publish(topic: string, payload: string | Buffer, qos: 0 | 1): void {
+    if (qos === 0) {
+      this.write(generate({ cmd: "publish", topic, payload, qos: 0, retain: false, dup: false }));
+      return;
+    }
+    this.#packetId = this.#packetId >= 65535 ? 1 : this.#packetId + 1;
+    this.write(generate({ cmd: "publish", topic, payload, qos: 1, messageId: this.#packetId, retain: false, dup: false }));
+  }
+
+  /** Closes the socket at once (no goodbye: MQTT 3.1.1 servers have none). Idempotent. */
+  close(reason: string, level: "debug" | "info" | "warn" | "error" = "info"): void {
+    if (this.socket.destroyed) {
+      this.closed = true;
+      return;
+    }
+    this.closed = true;
+    if (this.ctx.log.enabled(level)) this.ctx.log.write(level, "connection-closed", { endpoint: this.endpoint, client: this.clientLabel(), reason });
+    this.socket.destroy();
+  }
+
+  #onClose(): void {
+    this.closed = true;
+    this.ctx.forget(this);
+    this.onClosed();
+  }
+
+  /**
+   * Runs a step under the fault rules: no rule, or a rule that only delays or malforms, leads to
+   * `proceed`; `drop` closes the socket without an answer; `connack` and `status` go to their
+   * handlers (or, without one, close the connection as a hub does on an error it cannot express).
+   */
+  withFault(
+    step: FaultStep,
+    subject: FaultSubject,
+    handlers: { proceed: (rule?: FaultRule) => void; status?: (rule: FaultRule) => void; connack?: (code: number) => void },
+  ): void {
+    const rule = this.ctx.faults.match(step, subject);
+    if (!rule) {
+      handlers.proceed();
+      return;
+    }
+    Counters.bump(this.ctx.counters.faults, step);
+    this.ctx.log.info("fault-injected", { step, client: this.clientLabel(), ...describeRule(rule) });
+    const act = (): void => {
+      if (this.closed) return;
+      if (rule.drop) return this.close(`fault-drop-at-${step}`);
+      if (rule.connack !== undefined && handlers.connack) return handlers.connack(rule.connack);
+      if (rule.status !== undefined) {
+        if (handlers.status) return handlers.status(rule);
+        return this.close(`fault-status-${rule.status}-at-${step}`);
+      }
+      handlers.proceed(rule);
+    };
+    if (rule.delayMs) this.ctx.later(rule.delayMs, act);
+    else act();
+  }
+}
+
+/** A rule as a log field set (it holds no secrets). */
+export function describeRule(rule: FaultRule): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const key of ["status", "errorCode", "retryAfter", "connack", "drop", "delayMs", "malformed"] as const) {
+    if (rule[key] !== undefined) out[key] = rule[key];
+  }
+  return out;
+}
+
+/** The SNI a TLS client sent, if any. */
+export function serverNameOf(socket: Socket): string | undefined {
+  const name = (socket as TLSSocket).servername;
+  return typeof name === "string" && name.length > 0 ? name : undefined;
+}
