@@ -1,0 +1,503 @@
+/**
+ * The MQTT port over Node: one MQTT 3.1.1 session per TCP or TLS socket, framed by mqtt-packet.
+ *
+ * A host owns sockets and timers and no protocol decisions: this file connects, frames, answers
+ * PINGRESP-keeping and PUBACK duties the transport owes the broker, and reports everything else to
+ * the core through `MqttSessionCallbacks`. It is built to run thousands of sessions in one process:
+ * one parser and a few listeners per session, no timer per session (one keepalive sweep per
+ * connector, unref'd, that exists only while sessions do), no closure per packet, one TLS secure
+ * context per connector.
+ *
+ * Pipelining: `subscribe` and `publish` may be called at once after `connect`, before CONNACK (and
+ * even before the socket is connected). The packets are written right after CONNECT, in call order
+ * (Node's socket buffers them until the TCP or TLS connection is up). MQTT 3.1.1 allows this
+ * ([MQTT-3.1.4], "Clients are permitted to send further Control Packets immediately after sending
+ * a CONNECT Packet"); a broker that refuses the CONNECT closes the connection without acting on
+ * them. The core uses it to save a round trip per registration.
+ *
+ * Keepalive: when nothing has been written for `keepAliveSeconds`, the session writes PINGREQ; if
+ * nothing at all (PINGRESP or any other packet) arrives within a further `keepAliveSeconds / 2`, it
+ * closes with fault "timeout". A keepalive of 0 turns both off ([MQTT-3.1.2-10]).
+ *
+ * Callbacks run from Node's event loop (socket events and the sweep timer), never from inside
+ * `connect`, `subscribe`, `publish` or `close`. They must not throw: an exception propagates as an
+ * uncaught one, as for any Node event handler. Payloads handed to `onMessage` are Buffers (which
+ * are Uint8Arrays); a core that keeps one beyond the call should copy it, since a Buffer's `slice`
+ * is a view, not a copy.
+ */
+import { isIP } from "node:net";
+import * as net from "node:net";
+import * as tls from "node:tls";
+import mqttPacket from "mqtt-packet";
+import type { Packet } from "mqtt-packet";
+import { check } from "../../modules/errors.js";
+import type {
+  MqttConnectOptions,
+  MqttConnector,
+  MqttSession,
+  MqttSessionCallbacks,
+  TransportFault,
+  TransportFaultKind,
+} from "../../modules/ports.js";
+
+/** Where a socket really goes for a service host and port (the TLS name stays the service's). */
+export type AddressResolver = (host: string, port: number) => { host: string; port: number };
+
+export interface NodeMqttConnectorOptions {
+  /** TLS (MQTT on 8883) or plain TCP (tests, a loopback emulator). Default true. */
+  readonly tls?: boolean;
+  /**
+   * PEM certificate(s) to trust, such as the emulator's CA. As with node:tls, giving `ca` replaces
+   * Node's default root store for these sessions. Parsed once per connector.
+   */
+  readonly ca?: string | Buffer;
+  /** Verify the server certificate and its name. Default true. */
+  readonly rejectUnauthorized?: boolean;
+  /**
+   * Maps the service address (`hub-1.azure-devices.localhost`, 8883) to where the socket really
+   * connects (`127.0.0.1`, an ephemeral port). The TLS server name, the certificate name check and
+   * everything at the MQTT level keep the service's host name. Default: the identity.
+   * A resolver that throws ends the session with fault "dns".
+   */
+  readonly resolve?: AddressResolver;
+  /** From `connect()` to CONNACK (TCP, TLS handshake and CONNACK together). Default 30000. */
+  readonly connectTimeoutMs?: number;
+  /** Largest incoming packet, fixed header included; a bigger one closes with "protocol". Default 128 KiB. */
+  readonly maxPacketBytes?: number;
+}
+
+/** The port names of the Node error codes, by kind. TLS is recognised separately (see below). */
+const faultKindByCode: Readonly<Record<string, TransportFaultKind>> = {
+  ENOTFOUND: "dns",
+  EAI_AGAIN: "dns",
+  EAI_FAIL: "dns",
+  EAI_NONAME: "dns",
+  EAI_NODATA: "dns",
+  ECONNREFUSED: "refused",
+  EHOSTUNREACH: "refused",
+  ENETUNREACH: "refused",
+  EHOSTDOWN: "refused",
+  ENETDOWN: "refused",
+  EADDRNOTAVAIL: "refused",
+  ECONNRESET: "closed",
+  EPIPE: "closed",
+  ECONNABORTED: "closed",
+  ETIMEDOUT: "timeout",
+};
+
+/**
+ * OpenSSL certificate verification results as Node reports them in `error.code`
+ * (`UNABLE_TO_VERIFY_LEAF_SIGNATURE`, `SELF_SIGNED_CERT_IN_CHAIN`, `CERT_HAS_EXPIRED`, ...).
+ */
+const certificateCode = /^(UNABLE_TO_|CERT_|DEPTH_ZERO_|SELF_SIGNED_|INVALID_CA|PATH_LENGTH_|HOSTNAME_MISMATCH|ERR_TLS_|ERR_SSL_)/;
+
+/**
+ * Turns an error from node:net, node:tls, node:dns or node:https into a transport fault.
+ * `inHandshake` says the error came before the TLS handshake finished, where a reset or an early
+ * close means the TLS negotiation failed (a server that does not speak TLS, a refused cipher).
+ * The message carries the Node code and message (host names and ports, never a credential).
+ */
+export function transportFaultOf(error: unknown, inHandshake = false): TransportFault {
+  const e = error as { code?: unknown; message?: unknown; library?: unknown } | null;
+  const code = typeof e?.code === "string" ? e.code : "";
+  const text = typeof e?.message === "string" ? e.message : String(error);
+  let kind: TransportFaultKind | undefined = faultKindByCode[code];
+  if (kind === undefined || (inHandshake && kind === "closed")) {
+    if (certificateCode.test(code) || typeof e?.library === "string" || inHandshake) kind = "tls";
+    else kind = kind ?? "closed";
+  }
+  return { kind, message: short(code ? `${code}: ${text}` : text) };
+}
+
+function short(text: string): string {
+  return text.length > 200 ? text.slice(0, 199) + "…" : text;
+}
+
+/** Packet ids run 1..65535 and wrap; 0 is not a valid id ([MQTT-2.3.1-1]). */
+function nextPacketId(id: number): number {
+  return id >= 0xffff ? 1 : id + 1;
+}
+
+type SessionState = "connecting" | "handshaking" | "awaitingConnack" | "open" | "closed";
+
+const pingreq: Buffer = mqttPacket.generate({ cmd: "pingreq" });
+const disconnect: Buffer = mqttPacket.generate({ cmd: "disconnect" });
+
+/**
+ * Counts the bytes of each incoming packet from its fixed header, ahead of the parser, so that an
+ * oversize packet is refused before mqtt-packet buffers it. Returns the announced size of the
+ * first packet over `limit`, or -1 for a malformed remaining length, or 0 when all is well.
+ */
+class FrameLimiter {
+  #limit: number;
+  /** Bytes of the current packet's body still to skip; -1 while reading a fixed header. */
+  #remaining = -1;
+  #headerBytes = 0;
+  #length = 0;
+  #multiplier = 1;
+
+  constructor(limit: number) {
+    this.#limit = limit;
+  }
+
+  check(chunk: Buffer): number {
+    let i = 0;
+    const n = chunk.length;
+    while (i < n) {
+      if (this.#remaining > 0) {
+        const skip = Math.min(this.#remaining, n - i);
+        this.#remaining -= skip;
+        i += skip;
+        continue;
+      }
+      if (this.#remaining === 0) this.#remaining = -1;
+      const byte = chunk[i++];
+      if (this.#headerBytes === 0) {
+        this.#headerBytes = 1; // the type and flags byte
+        this.#length = 0;
+        this.#multiplier = 1;
+        continue;
+      }
+      // Remaining length: up to four bytes of 7 bits, least significant first ([MQTT-2.2.3]).
+      this.#length += (byte & 0x7f) * this.#multiplier;
+      this.#multiplier *= 128;
+      this.#headerBytes++;
+      if (byte & 0x80) {
+        if (this.#headerBytes > 4) return -1;
+        continue;
+      }
+      const total = this.#headerBytes + this.#length;
+      if (total > this.#limit) return total;
+      this.#headerBytes = 0;
+      this.#remaining = this.#length;
+    }
+    if (this.#remaining === 0) this.#remaining = -1;
+    return 0;
+  }
+}
+
+/**
+ * Opens MQTT 3.1.1 sessions over node:net or node:tls. One connector serves any number of
+ * sessions; it holds the TLS context and the one keepalive sweep timer they share.
+ * Throws a UsageError for an option out of range.
+ */
+export class NodeMqttConnector implements MqttConnector {
+  readonly #tls: boolean;
+  readonly #secureContext: tls.SecureContext | undefined;
+  readonly #rejectUnauthorized: boolean;
+  readonly #resolve: AddressResolver | undefined;
+  readonly #connectTimeoutMs: number;
+  readonly #maxPacketBytes: number;
+  readonly #sessions = new Set<NodeMqttSession>();
+  #sweepTimer: NodeJS.Timeout | undefined;
+  #sweepPeriodMs = 0;
+  readonly #sweep = (): void => this.#sweepSessions();
+
+  constructor(options: NodeMqttConnectorOptions = {}) {
+    const connectTimeoutMs = options.connectTimeoutMs ?? 30_000;
+    const maxPacketBytes = options.maxPacketBytes ?? 128 * 1024;
+    check(Number.isFinite(connectTimeoutMs) && connectTimeoutMs > 0, "connectTimeoutMs must be a positive number of milliseconds");
+    check(Number.isInteger(maxPacketBytes) && maxPacketBytes >= 16, "maxPacketBytes must be an integer of at least 16");
+    this.#tls = options.tls ?? true;
+    this.#rejectUnauthorized = options.rejectUnauthorized ?? true;
+    this.#secureContext = this.#tls && options.ca !== undefined ? tls.createSecureContext({ ca: options.ca }) : undefined;
+    this.#resolve = options.resolve;
+    this.#connectTimeoutMs = connectTimeoutMs;
+    this.#maxPacketBytes = maxPacketBytes;
+  }
+
+  /** Number of sessions not yet closed (for a fleet's statistics and for tests). */
+  get openSessions(): number {
+    return this.#sessions.size;
+  }
+
+  /**
+   * Starts a session: the socket opens and CONNECT is written at once; the outcome arrives through
+   * `callbacks` from the event loop, never from inside this call. Throws a UsageError for options
+   * that cannot make a valid CONNECT (empty host, port out of range, keepalive over 65535).
+   */
+  connect(options: MqttConnectOptions, callbacks: MqttSessionCallbacks): MqttSession {
+    check(typeof options.host === "string" && options.host.length > 0, "host must be a non-empty string");
+    check(Number.isInteger(options.port) && options.port > 0 && options.port < 65536, "port must be an integer in 1..65535");
+    check(
+      Number.isInteger(options.keepAliveSeconds) && options.keepAliveSeconds >= 0 && options.keepAliveSeconds <= 0xffff,
+      "keepAliveSeconds must be an integer in 0..65535",
+    );
+    check(typeof options.clientId === "string", "clientId must be a string");
+    const connect = mqttPacket.generate({
+      cmd: "connect",
+      protocolId: "MQTT",
+      protocolVersion: 4,
+      clientId: options.clientId,
+      username: options.username,
+      password: Buffer.from(options.password, "utf8"),
+      keepalive: options.keepAliveSeconds,
+      clean: options.cleanSession,
+    });
+    // From here on only the CONNECT bytes hold the password; the options object is not kept.
+
+    let target = { host: options.host, port: options.port };
+    let resolveError: unknown;
+    if (this.#resolve) {
+      try {
+        target = this.#resolve(options.host, options.port);
+      } catch (error) {
+        resolveError = error;
+      }
+    }
+    const session = new NodeMqttSession(callbacks, options.keepAliveSeconds * 1000, this.#maxPacketBytes, this.#forget);
+    this.#sessions.add(session);
+    this.#ensureSweep(options.keepAliveSeconds * 1000);
+    if (resolveError !== undefined) {
+      session.failSoon({ kind: "dns", message: short(`cannot resolve ${options.host}: ${String((resolveError as Error)?.message ?? resolveError)}`) });
+      return session;
+    }
+
+    let socket: net.Socket;
+    if (this.#tls) {
+      socket = tls.connect({
+        host: target.host,
+        port: target.port,
+        // RFC 6066 forbids an IP address as SNI; the name check below still covers an IP.
+        servername: isIP(options.host) === 0 ? options.host : undefined,
+        secureContext: this.#secureContext,
+        rejectUnauthorized: this.#rejectUnauthorized,
+        checkServerIdentity: serviceIdentityCheck(options.host),
+      });
+    } else {
+      socket = net.connect({ host: target.host, port: target.port, noDelay: true });
+    }
+    socket.setNoDelay(true);
+    session.attach(socket, this.#tls, connect, Date.now() + this.#connectTimeoutMs);
+    return session;
+  }
+
+  readonly #forget = (session: NodeMqttSession): void => {
+    this.#sessions.delete(session);
+    if (this.#sessions.size === 0 && this.#sweepTimer !== undefined) {
+      clearInterval(this.#sweepTimer);
+      this.#sweepTimer = undefined;
+      this.#sweepPeriodMs = 0;
+    }
+  };
+
+  /**
+   * One interval for all sessions. Its period is a quarter of the shortest keepalive or connect
+   * timeout it serves, at most a second and at least 25 ms, so a PINGREQ goes out within a quarter
+   * keepalive of being due (brokers allow half a keepalive more, [MQTT-3.1.2-24]).
+   */
+  #ensureSweep(keepAliveMs: number): void {
+    let period = Math.min(1000, this.#connectTimeoutMs / 4);
+    if (keepAliveMs > 0) period = Math.min(period, keepAliveMs / 4);
+    period = Math.max(25, Math.floor(period));
+    if (this.#sweepTimer !== undefined && period >= this.#sweepPeriodMs) return;
+    if (this.#sweepTimer !== undefined) clearInterval(this.#sweepTimer);
+    this.#sweepPeriodMs = period;
+    this.#sweepTimer = setInterval(this.#sweep, period);
+    this.#sweepTimer.unref();
+  }
+
+  #sweepSessions(): void {
+    const now = Date.now();
+    for (const session of this.#sessions) session.tick(now);
+  }
+}
+
+/** Checks the certificate against the service's name, wherever the socket really went. */
+function serviceIdentityCheck(serviceHost: string): (hostname: string, cert: tls.PeerCertificate) => Error | undefined {
+  return (_hostname, cert) => tls.checkServerIdentity(serviceHost, cert);
+}
+
+/** One MQTT session; created by `NodeMqttConnector.connect`. */
+class NodeMqttSession implements MqttSession {
+  readonly #callbacks: MqttSessionCallbacks;
+  readonly #keepAliveMs: number;
+  readonly #limiter: FrameLimiter;
+  readonly #forget: (session: NodeMqttSession) => void;
+  #socket: net.Socket | undefined;
+  #parser: mqttPacket.Parser | undefined;
+  #state: SessionState = "connecting";
+  #packetId = 0;
+  #connectDeadline = 0;
+  #lastWriteAt = 0;
+  /** When the PINGREQ in flight must have been answered by; 0 when none is. */
+  #pingDeadline = 0;
+  /** Something arrived since the last sweep. */
+  #heard = false;
+
+  constructor(callbacks: MqttSessionCallbacks, keepAliveMs: number, maxPacketBytes: number, forget: (session: NodeMqttSession) => void) {
+    this.#callbacks = callbacks;
+    this.#keepAliveMs = keepAliveMs;
+    this.#limiter = new FrameLimiter(maxPacketBytes);
+    this.#forget = forget;
+  }
+
+  /** Wires the socket and writes CONNECT (Node holds it until the connection is up). */
+  attach(socket: net.Socket, secure: boolean, connect: Buffer, connectDeadline: number): void {
+    this.#socket = socket;
+    this.#connectDeadline = connectDeadline;
+    const parser = mqttPacket.parser({ protocolVersion: 4 });
+    this.#parser = parser;
+    parser.on("packet", this.#onPacket);
+    parser.on("error", this.#onParseError);
+    socket.on(secure ? "secureConnect" : "connect", this.#onConnected);
+    if (secure) socket.once("connect", this.#onTcpConnected);
+    socket.on("data", this.#onData);
+    socket.on("error", this.#onError);
+    socket.on("close", this.#onSocketClose);
+    this.#write(connect);
+  }
+
+  subscribe(topic: string, qos: 0 | 1): number {
+    if (this.#state === "closed") return 0;
+    check(typeof topic === "string" && topic.length > 0, "topic filter must be a non-empty string");
+    check(qos === 0 || qos === 1, "qos must be 0 or 1");
+    const messageId = (this.#packetId = nextPacketId(this.#packetId));
+    this.#write(mqttPacket.generate({ cmd: "subscribe", messageId, subscriptions: [{ topic, qos }] }));
+    return messageId;
+  }
+
+  publish(topic: string, payload: Uint8Array, qos: 0 | 1): number {
+    if (this.#state === "closed") return 0;
+    check(typeof topic === "string" && topic.length > 0, "topic must be a non-empty string");
+    check(payload instanceof Uint8Array, "payload must be a Uint8Array");
+    check(qos === 0 || qos === 1, "qos must be 0 or 1");
+    const body = Buffer.isBuffer(payload) ? payload : Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
+    let messageId = 0;
+    if (qos === 1) messageId = this.#packetId = nextPacketId(this.#packetId);
+    this.#write(mqttPacket.generate({ cmd: "publish", topic, payload: body, qos, messageId, dup: false, retain: false }));
+    return messageId;
+  }
+
+  close(): void {
+    if (this.#state === "closed") return;
+    const connected = this.#state === "awaitingConnack" || this.#state === "open";
+    this.#state = "closed";
+    this.#forget(this);
+    const socket = this.#socket;
+    if (socket === undefined) return;
+    if (connected && !socket.destroyed) {
+      // DISCONNECT, then FIN (and TLS close_notify); the socket is destroyed once that is flushed.
+      socket.end(disconnect, () => socket.destroy());
+    } else {
+      socket.destroy();
+    }
+  }
+
+  /** Called by the connector's sweep. */
+  tick(now: number): void {
+    if (this.#state === "closed") return;
+    if (this.#state !== "open") {
+      if (now >= this.#connectDeadline) this.#fail("timeout", "no CONNACK within the connect timeout");
+      return;
+    }
+    if (this.#heard) {
+      this.#heard = false;
+      this.#pingDeadline = 0;
+    }
+    if (this.#keepAliveMs === 0) return;
+    if (this.#pingDeadline !== 0) {
+      if (now >= this.#pingDeadline) this.#fail("timeout", "no PINGRESP or other traffic within half a keepalive of PINGREQ");
+      return;
+    }
+    if (now - this.#lastWriteAt >= this.#keepAliveMs) {
+      this.#write(pingreq);
+      this.#pingDeadline = now + this.#keepAliveMs / 2;
+    }
+  }
+
+  /** Ends the session with a fault from the event loop (for faults found inside `connect`). */
+  failSoon(fault: TransportFault): void {
+    setImmediate(() => this.#fail(fault.kind, fault.message));
+  }
+
+  #write(packet: Buffer): void {
+    this.#lastWriteAt = Date.now();
+    this.#socket?.write(packet);
+  }
+
+  /** Ends the session for a reason of its own or the peer's, and tells the core once. */
+  #fail(kind: TransportFaultKind, message: string): void {
+    if (this.#state === "closed") return;
+    this.#state = "closed";
+    this.#forget(this);
+    this.#socket?.destroy();
+    this.#callbacks.onClose({ kind, message });
+  }
+
+  readonly #onTcpConnected = (): void => {
+    if (this.#state === "connecting") this.#state = "handshaking";
+  };
+
+  readonly #onConnected = (): void => {
+    if (this.#state === "connecting" || this.#state === "handshaking") this.#state = "awaitingConnack";
+  };
+
+  readonly #onData = (chunk: Buffer): void => {
+    if (this.#state === "closed") return;
+    this.#heard = true;
+    const oversize = this.#limiter.check(chunk);
+    if (oversize !== 0) {
+      this.#fail(
+        "protocol",
+        oversize < 0 ? "malformed remaining length (more than four bytes) [MQTT-2.2.3]" : `incoming packet of ${oversize} bytes exceeds maxPacketBytes`,
+      );
+      return;
+    }
+    this.#parser?.parse(chunk);
+  };
+
+  readonly #onParseError = (error: Error): void => {
+    this.#fail("protocol", short(`malformed packet: ${error.message}`));
+  };
+
+  readonly #onError = (error: Error): void => {
+    if (this.#state === "closed") return;
+    const fault = transportFaultOf(error, this.#state === "handshaking");
+    this.#fail(fault.kind, fault.message);
+  };
+
+  readonly #onSocketClose = (): void => {
+    if (this.#state === "closed") return;
+    if (this.#state === "handshaking") this.#fail("tls", "connection closed during the TLS handshake");
+    else if (this.#state === "connecting") this.#fail("refused", "connection closed before it was established");
+    else this.#fail("closed", this.#state === "open" ? "connection closed by the peer" : "connection closed by the peer before CONNACK");
+  };
+
+  readonly #onPacket = (packet: Packet): void => {
+    if (this.#state === "closed") return;
+    if (this.#state !== "open") {
+      // The first packet from the server MUST be CONNACK ([MQTT-3.2.0-1]).
+      if (packet.cmd !== "connack") {
+        this.#fail("protocol", `expected CONNACK, received ${packet.cmd.toUpperCase()} [MQTT-3.2.0-1]`);
+        return;
+      }
+      this.#state = "open";
+      this.#callbacks.onConnack(packet.returnCode ?? 0, packet.sessionPresent);
+      return;
+    }
+    switch (packet.cmd) {
+      case "publish":
+        if (packet.qos === 2) {
+          this.#fail("protocol", "QoS 2 PUBLISH on a session that subscribes with QoS 0 or 1 only");
+          return;
+        }
+        if (packet.qos === 1) this.#write(mqttPacket.generate({ cmd: "puback", messageId: packet.messageId }));
+        this.#callbacks.onMessage(
+          packet.topic,
+          typeof packet.payload === "string" ? Buffer.from(packet.payload, "utf8") : packet.payload,
+        );
+        return;
+      case "puback":
+        this.#callbacks.onPuback(packet.messageId ?? 0);
+        return;
+      case "suback":
+        this.#callbacks.onSuback(packet.messageId ?? 0, packet.granted as number[]);
+        return;
+      case "pingresp":
+        return;
+      default:
+        this.#fail("protocol", `unexpected ${packet.cmd.toUpperCase()} from the server`);
+    }
+  };
+}
