@@ -237,7 +237,7 @@ function assignmentProblem(a: unknown, registrationId: string): string | undefin
   const o = a as Record<string, unknown>;
   if (typeof o.assignedHub !== "string" || o.assignedHub.length === 0) return "assignedHub must be a non-empty string";
   if (typeof o.deviceId !== "string" || o.deviceId.length === 0) return "deviceId must be a non-empty string";
-  if (o.registrationId !== registrationId) return "registrationId is not the cache's registration id";
+  if (typeof o.registrationId !== "string" || o.registrationId !== registrationId) return "registrationId is not the cache's registration id";
   if (typeof o.writtenAt !== "number" || !Number.isSafeInteger(o.writtenAt) || o.writtenAt < 0) {
     return "writtenAt must be a non-negative integer (milliseconds since 1970)";
   }
@@ -321,7 +321,9 @@ export class CredentialCache {
     const newest = pickNewest(readings);
     const rejected: CacheSlotRejection[] = [];
     for (const r of readings) {
-      if (!r.ok) rejected.push(r.sequence === undefined ? { slot: r.slot, reason: r.reason, detail: r.detail } : { slot: r.slot, reason: r.reason, detail: r.detail, sequence: r.sequence });
+      if (r.ok) continue;
+      const { ok: _, ...rejection } = r;
+      rejected.push(rejection);
     }
     if (!newest) return { rejected };
     return { assignment: newest.assignment, slot: newest.slot, sequence: newest.sequence, rejected };
@@ -331,7 +333,8 @@ export class CredentialCache {
    * Writes `assignment` as the newest record: into the slot that does not hold the newest valid
    * record, with that record's sequence + 1 (1 when there is none). Sizes are checked before the
    * flash is touched. The previous record stays readable until the new one's commit mark is down.
-   * @throws UsageError INVALID_ARGUMENT on a bad assignment (or no writtenAt and no clock),
+   * @throws UsageError INVALID_ARGUMENT on a bad assignment (or no writtenAt and no clock, or a
+   *   random source that leaves the nonce all zero),
    *   OVERSIZE when the record does not fit a slot or the content limit, STOPPED after `close`;
    *   whatever the flash port throws (after a power cut the next load tells what survived).
    */
@@ -357,6 +360,11 @@ export class CredentialCache {
     const sequence = newest ? (newest.sequence + 1) >>> 0 : 1;
     const nonce = new Uint8Array(CACHE_NONCE_BYTES);
     this.#random(nonce);
+    // A source that fills nothing would repeat the nonce on every save; 24 random zero bytes
+    // have odds of 2^-192.
+    let filled = 0;
+    for (let i = 0; i < nonce.length; i++) filled |= nonce[i];
+    check(filled !== 0, "the secure random source left the nonce all zero: is it filling the array it is given?");
     const record = sealContent(key, sequence, content, nonce);
 
     // The order is the whole power-cut argument (docs/CREDENTIAL-CACHE.md): erase the target, write

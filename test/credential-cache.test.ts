@@ -535,6 +535,7 @@ test("cache options and arguments are checked (layout, key, registration id, clo
   t.false(String(badKey).includes("not!base64"), "the key is not repeated in the message");
   t.is(code(t.throws(() => open(flash).save({ ...A, registrationId: "sensor-0043" }))), "INVALID_ARGUMENT");
   t.is(code(t.throws(() => open(flash).save({ ...A, writtenAt: Number.NaN }))), "INVALID_ARGUMENT");
+  t.is(code(t.throws(() => open(flash, { random: () => undefined }).save(A))), "INVALID_ARGUMENT", "a random source that fills nothing");
   t.is(flash.stats.erases, 0, "no refused save touched the flash");
   const cache = open(flash);
   cache.close();
