@@ -67,8 +67,8 @@ function newFlash(image?: Uint8Array, sectorSize = SECTOR, sectorCount = 2): Mem
   return new MemoryFlash({ sectorSize, sectorCount, image });
 }
 
-function hubOf(flash: FlashPort): string | undefined {
-  return open(flash).load().assignment?.assignedHub;
+function hubOf(flash: FlashPort, extra: Partial<CredentialCacheOptions> = {}): string | undefined {
+  return open(flash, extra).load().assignment?.assignedHub;
 }
 
 /** Two records: A (sequence 1) in slot 0, B (sequence 2) in slot 1. */
@@ -359,15 +359,11 @@ function cutEveryByte(
       }
       expect(code(caught), "POWER_CUT", `save with erase ${e} cut after ${erased} bytes`);
       flash.reboot();
-      expect(hubOf2(flash, extra), previousHub, `hub after erase ${e} was cut after ${erased} bytes`);
+      expect(hubOf(flash, extra), previousHub, `hub after erase ${e} was cut after ${erased} bytes`);
       cuts++;
     }
   }
   return cuts;
-}
-
-function hubOf2(flash: FlashPort, extra: Partial<CredentialCacheOptions>): string | undefined {
-  return open(flash, extra).load().assignment?.assignedHub;
 }
 
 test("cache power cut at every byte of a save and during its erase: first save ever leaves empty or the new record", (t) => {
