@@ -1,0 +1,176 @@
+/**
+ * The main job (`npm start`): the emulator on loopback, a demo device enrolled, provisioned over
+ * TLS, its assignment cached in a NOR-flash file, telemetry sent to its hub; then a "reboot" (a new
+ * runtime on the same flash) that goes straight to the hub without asking DPS.
+ *
+ *   npm start                      cold start, telemetry, reboot, warm start
+ *   npm start -- --fault 429       the register is throttled once (also 400 401 403 404 405 409 412
+ *                                  415 500 503, connack-3, connack-5, drop-register, hub-connack-5)
+ *   npm start -- --fleet 200       200 devices of a group enrollment at once, with a summary
+ */
+import { randomBytes } from "node:crypto";
+import { mkdirSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { describeEvent, type RuntimeConfig, type RuntimeEvent } from "../../modules/runtime.js";
+import { startEmulator, type Emulator, type FaultRule } from "../../simulator/index.js";
+import { createDesktopDevice, createTransport, loopbackResolver, type DesktopTransport } from "./device.js";
+import { formatSummary, runFleet } from "./fleet.js";
+import { seededRandom } from "./platform.js";
+
+const DPS_HOST = "global.azure-devices-provisioning.localhost";
+
+const { values } = parseArgs({
+  options: {
+    fault: { type: "string" },
+    fleet: { type: "string" },
+    messages: { type: "string", default: "3" },
+    tcp: { type: "boolean", default: false },
+    seed: { type: "string" },
+    quiet: { type: "boolean", default: false },
+  },
+});
+
+function say(line: string): void {
+  process.stdout.write(line + "\n");
+}
+
+function faultRule(spec: string, registrationId: string): FaultRule {
+  if (/^[0-9]{3}$/.test(spec)) {
+    const status = Number(spec);
+    return { step: "register", registrationId, status, times: 1, ...(status === 429 ? { retryAfter: 2 } : {}) };
+  }
+  const connack = /^connack-([1-5])$/.exec(spec);
+  if (connack) return { step: "connect", registrationId, connack: Number(connack[1]), times: 1 };
+  const hub = /^hub-connack-([1-5])$/.exec(spec);
+  if (hub) return { step: "hub-connect", registrationId, connack: Number(hub[1]), times: 1 };
+  if (spec === "drop-register") return { step: "register", registrationId, drop: true, times: 1 };
+  throw new Error(`unknown --fault "${spec}": use a status code (400 401 403 404 405 409 412 415 429 500 503), connack-N, hub-connack-N or drop-register`);
+}
+
+/** A device whose `done` resolves once it is connected and its messages are acknowledged, or it failed. */
+function makeDevice(config: RuntimeConfig, transport: DesktopTransport, flash: string, label: string, events: RuntimeEvent[], messages: number) {
+  let forward: (e: RuntimeEvent) => void = () => {};
+  const device = createDesktopDevice({ config, transport, flash, listener: (e) => forward(e) });
+  const done = new Promise<"delivered" | "failed">((resolve) => {
+    let acked = 0;
+    forward = (event) => {
+      events.push(event);
+      if (!values.quiet || event.source === "runtime") say(`  [${label}] ${describeEvent(event)}`);
+      if (event.source === "runtime" && event.state === "connected" && acked === 0) {
+        for (let i = 0; i < messages; i++) device.send({ seq: i + 1, temperature: 20 + i / 2, boot: label });
+        if (messages === 0) resolve("delivered");
+      }
+      if (event.source === "runtime" && event.state === "failed") resolve("failed");
+      if (event.source === "telemetry" && ++acked === messages) resolve("delivered");
+    };
+  });
+  return { device, done };
+}
+
+async function main(): Promise<number> {
+  const stateDir = join(process.cwd(), ".cache", "emulator");
+  const demoDir = join(process.cwd(), ".cache", "demo");
+  mkdirSync(demoDir, { recursive: true });
+  const seed = values.seed ? Number(values.seed) : undefined;
+  const emulator: Emulator = await startEmulator({
+    stateDir,
+    seed,
+    config: { idScope: "0ne0000DE00", hubs: [{ hostName: "hub-1.azure-devices.localhost" }, { hostName: "hub-2.azure-devices.localhost" }], retryAfterSeconds: 1 },
+  });
+  const tls = !values.tcp;
+  say(`emulator: DPS mqtts://127.0.0.1:${emulator.endpoints.dps.tlsPort} (tcp ${emulator.endpoints.dps.tcpPort}), hub ${emulator.endpoints.hub.tlsPort}, lookup https ${emulator.endpoints.https.port}, admin ${emulator.endpoints.admin.url}; CA ${emulator.caPath}`);
+  const transport = createTransport({
+    tls,
+    ca: emulator.caPem,
+    resolve: loopbackResolver({
+      dpsHost: DPS_HOST,
+      dpsPort: tls ? emulator.endpoints.dps.tlsPort : emulator.endpoints.dps.tcpPort,
+      lookupPort: emulator.endpoints.https.port,
+      hubPort: tls ? emulator.endpoints.hub.tlsPort : emulator.endpoints.hub.tcpPort,
+    }),
+  });
+  try {
+    if (values.fleet) return await fleet(emulator, transport, Number(values.fleet));
+    return await single(emulator, transport, demoDir);
+  } finally {
+    await emulator.stop();
+  }
+}
+
+async function single(emulator: Emulator, transport: DesktopTransport, demoDir: string): Promise<number> {
+  const registrationId = "demo-device-001";
+  const key = randomBytes(32).toString("base64");
+  emulator.addIndividualEnrollment({ registrationId, primaryKey: key });
+  if (values.fault) emulator.addFault(faultRule(values.fault, registrationId));
+  const flash = join(demoDir, `${registrationId}.flash`);
+  rmSync(flash, { force: true });
+  const messages = Number(values.messages);
+  const config: RuntimeConfig = {
+    idScope: emulator.idScope,
+    registrationId,
+    symmetricKey: key,
+    globalEndpoint: DPS_HOST,
+    payload: { demo: true },
+    userAgent: "dps-device-runtime-demo/0.1",
+  };
+
+  say(`\nboot 1 (cold: empty flash ${flash}${values.fault ? `, fault ${values.fault} injected` : ""})`);
+  const events1: RuntimeEvent[] = [];
+  const first = makeDevice(config, transport, flash, "boot 1", events1, messages);
+  first.device.start();
+  const outcome1 = await withTimeout(first.done, 120_000);
+  first.device.stop();
+  const registrationsAfterBoot1 = emulator.counters().registrations;
+  if (outcome1 !== "delivered") {
+    say(`\nboot 1 ended without a hub connection (${outcome1}); for this fault that is what the troubleshooting table asks.`);
+    return values.fault ? 0 : 1;
+  }
+  say(`  → the hub received ${emulator.telemetry(first.device.assignment?.deviceId).length} message(s) from ${first.device.assignment?.deviceId}`);
+
+  say("\nboot 2 (warm: a new runtime on the same flash file, as after a reboot)");
+  const events2: RuntimeEvent[] = [];
+  const second = makeDevice({ ...config }, transport, flash, "boot 2", events2, 1);
+  second.device.start();
+  const outcome2 = await withTimeout(second.done, 60_000);
+  second.device.stop();
+  const askedDps = events2.some((e) => e.source === "dps");
+  const registrationsAfterBoot2 = emulator.counters().registrations;
+  say(
+    `\nsummary: boot 1 provisioned through DPS and cached ${first.device.assignment?.assignedHub}; boot 2 ${askedDps ? "asked DPS again (unexpected)" : "went straight to the hub from the cache"}; ` +
+      `DPS registrations: ${registrationsAfterBoot1} after boot 1, ${registrationsAfterBoot2} after boot 2; telemetry at the hub: ${emulator.telemetry().length} message(s)`,
+  );
+  return outcome2 === "delivered" && !askedDps ? 0 : 1;
+}
+
+async function fleet(emulator: Emulator, transport: DesktopTransport, count: number): Promise<number> {
+  const groupKey = randomBytes(32).toString("base64");
+  emulator.addGroupEnrollment({ groupId: "demo-fleet", primaryKey: groupKey });
+  const random = seededRandom(values.seed ? Number(values.seed) : 1);
+  if (values.fault) emulator.addFault({ ...faultRule(values.fault, ""), registrationId: undefined, groupId: "demo-fleet", probability: 0.2, times: undefined } as FaultRule);
+  say(`\nfleet: ${count} devices of group enrollment "demo-fleet" (derived keys, in-memory flash), booting over 2 s`);
+  const summary = await runFleet({
+    count,
+    transport,
+    random,
+    staggerMs: 2000,
+    messages: Number(values.messages),
+    configFor: (i) => ({ idScope: emulator.idScope, registrationId: `fleet-${String(i + 1).padStart(5, "0")}`, groupKey, globalEndpoint: DPS_HOST }),
+    onProgress: (p) => process.stdout.write(`\r  ${(p.elapsedMs / 1000).toFixed(1)} s: ${p.booted} booted, ${p.connected} connected, ${p.done} done, ${p.failed} failed of ${p.total}   `),
+  });
+  say("\n" + formatSummary(summary));
+  return summary.timedOut.length === 0 ? 0 : 1;
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T | "timeout"> {
+  let timer: NodeJS.Timeout;
+  return Promise.race([promise, new Promise<"timeout">((resolve) => (timer = setTimeout(() => resolve("timeout"), ms)))]).finally(() => clearTimeout(timer));
+}
+
+main().then(
+  (code) => process.exit(code),
+  (error) => {
+    process.stderr.write(`demo failed: ${error instanceof Error ? error.stack : String(error)}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,92 @@
+/**
+ * The desktop simulator host: a DeviceRuntime over Node's sockets, TLS, timers, node:crypto and a
+ * file that behaves like NOR flash. One device, or thousands sharing one connector and one
+ * HTTPS port in a single process.
+ */
+import { MemoryFlash, type FlashPort } from "../../modules/flash.js";
+import type { Clock, LogPort, RandomSource } from "../../modules/ports.js";
+import { DeviceRuntime, type RuntimeConfig, type RuntimeListener } from "../../modules/runtime.js";
+import { NodeHttpsPort } from "./https.js";
+import { NodeMqttConnector, type AddressResolver } from "./mqtt.js";
+import { NorFlashFile } from "./nor-flash-file.js";
+import { mathRandom, nodeCrypto, nodeTimers, secureRandom, systemClock } from "./platform.js";
+
+export interface DesktopTransport {
+  readonly connector: NodeMqttConnector;
+  readonly https: NodeHttpsPort;
+}
+
+export interface DesktopTransportOptions {
+  /** TLS (default) or plain TCP for MQTT; the status lookup is always HTTPS. */
+  readonly tls?: boolean;
+  /** PEM to trust, e.g. the emulator's CA (replaces Node's default roots, as node:tls does). */
+  readonly ca?: string;
+  /** Where service host names really go (see loopbackResolver). */
+  readonly resolve?: AddressResolver;
+}
+
+/** The MQTT connector and the HTTPS port, to share between the devices of a fleet. */
+export function createTransport(options: DesktopTransportOptions = {}): DesktopTransport {
+  return {
+    connector: new NodeMqttConnector({ tls: options.tls ?? true, ca: options.ca, resolve: options.resolve }),
+    https: new NodeHttpsPort({ ca: options.ca, resolve: options.resolve }),
+  };
+}
+
+export interface LoopbackEndpoints {
+  /** The DPS host name the devices are configured with (their `globalEndpoint`). */
+  readonly dpsHost: string;
+  readonly dpsPort: number;
+  readonly lookupPort: number;
+  /** Every other host (the assigned hubs) goes here. */
+  readonly hubPort: number;
+  readonly address?: string;
+}
+
+/**
+ * A resolver for a DPS + IoT Hub emulator on this machine: the DPS host name goes to its MQTT port
+ * (443 to its HTTPS lookup port), every hub host name to the hub port. Names stay as they are for
+ * TLS and MQTT, exactly as against the real service.
+ */
+export function loopbackResolver(e: LoopbackEndpoints): AddressResolver {
+  const address = e.address ?? "127.0.0.1";
+  return (host, port) => {
+    if (host === e.dpsHost) return { host: address, port: port === 443 ? e.lookupPort : e.dpsPort };
+    return { host: address, port: e.hubPort };
+  };
+}
+
+export interface DesktopDeviceOptions {
+  readonly config: RuntimeConfig;
+  readonly transport: DesktopTransport;
+  /** A flash file's path (created when missing), a FlashPort, or nothing for in-memory flash. */
+  readonly flash?: string | FlashPort;
+  readonly random?: RandomSource;
+  readonly clock?: Clock;
+  readonly log?: LogPort;
+  readonly listener?: RuntimeListener;
+}
+
+/** Two 4 KiB sectors, like a small partition on an ESP32. */
+export const DESKTOP_FLASH_GEOMETRY = { sectorSize: 4096, sectorCount: 2 } as const;
+
+export function createDesktopDevice(options: DesktopDeviceOptions): DeviceRuntime {
+  let flash: FlashPort;
+  if (typeof options.flash === "string") flash = new NorFlashFile({ path: options.flash, ...DESKTOP_FLASH_GEOMETRY });
+  else flash = options.flash ?? new MemoryFlash(DESKTOP_FLASH_GEOMETRY);
+  return new DeviceRuntime(
+    options.config,
+    {
+      mqtt: options.transport.connector,
+      https: options.transport.https,
+      timers: nodeTimers,
+      clock: options.clock ?? systemClock,
+      random: options.random ?? mathRandom,
+      secureRandom,
+      crypto: nodeCrypto,
+      flash,
+      log: options.log,
+    },
+    options.listener,
+  );
+}

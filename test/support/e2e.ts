@@ -1,0 +1,113 @@
+/**
+ * End-to-end harness: the emulator over TLS on loopback and desktop devices against it, with every
+ * runtime event recorded and waits bounded in time.
+ */
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { FlashPort } from "../../modules/flash.js";
+import type { DeviceRuntime, RuntimeConfig, RuntimeEvent } from "../../modules/runtime.js";
+import { createDesktopDevice, createTransport, loopbackResolver, type DesktopTransport } from "../../hosts/desktop/device.js";
+import { startEmulator, type Emulator, type EmulatorConfig } from "../../simulator/index.js";
+import { projectRoot } from "./xs.js";
+
+export const DPS_HOST = "global.azure-devices-provisioning.localhost";
+
+/** A fast policy for tests: the same table, shorter waits (the table, not the numbers, is under test). */
+export const fastRetries: RuntimeConfig["retryPolicy"] = {
+  backoff: { initialMs: 100, maxMs: 1000, multiplier: 2, jitter: 0.5 },
+  retryAfter: { minMs: 0, maxMs: 3000 },
+};
+
+export interface World {
+  readonly emulator: Emulator;
+  readonly transport: DesktopTransport;
+  readonly dir: string;
+  stop(): Promise<void>;
+}
+
+export async function startWorld(config: Partial<EmulatorConfig> = {}, tls = true): Promise<World> {
+  const emulator = await startEmulator({
+    stateDir: join(projectRoot, ".cache", "emulator-tests"),
+    seed: 7,
+    config: { idScope: "0ne0000E2E0", hubs: [{ hostName: "hub-1.azure-devices.localhost" }, { hostName: "hub-2.azure-devices.localhost" }], retryAfterSeconds: 0, ...config },
+  });
+  const transport = createTransport({
+    tls,
+    ca: emulator.caPem,
+    resolve: loopbackResolver({
+      dpsHost: DPS_HOST,
+      dpsPort: tls ? emulator.endpoints.dps.tlsPort : emulator.endpoints.dps.tcpPort,
+      lookupPort: emulator.endpoints.https.port,
+      hubPort: tls ? emulator.endpoints.hub.tlsPort : emulator.endpoints.hub.tcpPort,
+    }),
+  });
+  const dir = mkdtempSync(join(tmpdir(), "dps-e2e-"));
+  return {
+    emulator,
+    transport,
+    dir,
+    async stop() {
+      await emulator.stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export function newKey(): string {
+  return randomBytes(32).toString("base64");
+}
+
+export class TestDevice {
+  readonly events: RuntimeEvent[] = [];
+  readonly runtime: DeviceRuntime;
+  #waiters: { predicate: (e: RuntimeEvent) => boolean; resolve: (e: RuntimeEvent) => void }[] = [];
+
+  constructor(world: World, config: Partial<RuntimeConfig> & { registrationId: string }, flash?: string | FlashPort) {
+    this.runtime = createDesktopDevice({
+      config: { idScope: world.emulator.idScope, globalEndpoint: DPS_HOST, retryPolicy: fastRetries, ...config } as RuntimeConfig,
+      transport: world.transport,
+      flash,
+      listener: (e) => {
+        this.events.push(e);
+        this.#waiters = this.#waiters.filter((w) => {
+          if (!w.predicate(e)) return true;
+          w.resolve(e);
+          return false;
+        });
+      },
+    });
+  }
+
+  /** Resolves with the first event (already seen or to come) that matches; rejects after `ms`. */
+  waitFor(predicate: (e: RuntimeEvent) => boolean, ms = 20_000, what = "an event"): Promise<RuntimeEvent> {
+    const seen = this.events.find(predicate);
+    if (seen) return Promise.resolve(seen);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}; events:\n${this.describe()}`)), ms);
+      this.#waiters.push({ predicate, resolve: (e) => (clearTimeout(timer), resolve(e)) });
+    });
+  }
+
+  connected(ms?: number): Promise<RuntimeEvent> {
+    return this.waitFor((e) => e.source === "runtime" && e.state === "connected", ms, "connected");
+  }
+
+  /** Resolves on connected or failed, whichever comes first. */
+  settled(ms?: number): Promise<RuntimeEvent> {
+    return this.waitFor((e) => e.source === "runtime" && (e.state === "connected" || e.state === "failed"), ms, "connected or failed");
+  }
+
+  acknowledged(id: number, ms?: number): Promise<RuntimeEvent> {
+    return this.waitFor((e) => e.source === "telemetry" && e.id === id, ms, `telemetry ${id} acknowledged`);
+  }
+
+  dps(): Extract<RuntimeEvent, { source: "dps" }>["status"][] {
+    return this.events.filter((e): e is Extract<RuntimeEvent, { source: "dps" }> => e.source === "dps").map((e) => e.status);
+  }
+
+  describe(): string {
+    return this.events.map((e) => JSON.stringify(e, (_k, v) => (v instanceof Uint8Array ? `<${v.length} bytes>` : v))).join("\n");
+  }
+}
