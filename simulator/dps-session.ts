@@ -99,33 +99,24 @@ export class DpsSession extends MqttSession {
     if (request.kind === "unknown") return this.protocolError(`publish to a topic DPS does not serve: ${packet.topic.slice(0, 80)}`);
     if (request.rid === undefined) return this.protocolError("request topic without $rid");
     const rid = request.rid;
-    const acknowledge = (): void => {
-      if (packet.qos > 0) this.puback(packet.messageId); // QoS 2 is downgraded to 1, as DPS does
+    // The request is acknowledged at once (QoS 2 downgraded to 1, as DPS does), unless a fault drops it.
+    const acknowledge = (rule?: FaultRule): void => {
+      if (packet.qos > 0 && !rule?.drop) this.puback(packet.messageId);
     };
     if (request.kind === "register") {
       const body = typeof packet.payload === "string" ? packet.payload : packet.payload.toString("utf8");
       this.withFault("register", this.#subject("register"), {
-        status: (rule) => {
-          acknowledge();
-          this.#answer(rid, this.#faultAnswer(rule), rule.malformed);
-        },
-        proceed: (rule) => {
-          acknowledge();
-          this.#answer(rid, this.#register(body), rule?.malformed);
-        },
+        first: acknowledge,
+        status: (rule) => this.#answer(rid, this.#faultAnswer(rule), rule.malformed),
+        proceed: (rule) => this.#answer(rid, this.#register(body), rule?.malformed),
       });
       return;
     }
     const operationId = request.operationId;
     this.withFault("poll", this.#subject("poll"), {
-      status: (rule) => {
-        acknowledge();
-        this.#answer(rid, this.#faultAnswer(rule), rule.malformed);
-      },
-      proceed: (rule) => {
-        acknowledge();
-        this.#answer(rid, this.#poll(operationId), rule?.malformed);
-      },
+      first: acknowledge,
+      status: (rule) => this.#answer(rid, this.#faultAnswer(rule), rule.malformed),
+      proceed: (rule) => this.#answer(rid, this.#poll(operationId), rule?.malformed),
     });
   }
 

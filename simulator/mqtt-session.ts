@@ -80,11 +80,15 @@ export abstract class MqttSession {
   #onData(chunk: Buffer): void {
     if (this.closed) return;
     this.lastSeen = Date.now();
+    // Everything answered synchronously to this chunk (PUBACK + response) leaves in one write.
+    this.socket.cork();
     try {
       this.#buffered = this.#parser.parse(chunk);
     } catch (error) {
       this.protocolError(`malformed packet: ${(error as Error).message}`);
       return;
+    } finally {
+      this.socket.uncork();
     }
     if (this.#buffered > MAX_PACKET_BYTES) this.protocolError(`packet larger than ${MAX_PACKET_BYTES} bytes`);
   }
@@ -200,9 +204,16 @@ export abstract class MqttSession {
   withFault(
     step: FaultStep,
     subject: FaultSubject,
-    handlers: { proceed: (rule?: FaultRule) => void; status?: (rule: FaultRule) => void; connack?: (code: number) => void },
+    handlers: {
+      proceed: (rule?: FaultRule) => void;
+      status?: (rule: FaultRule) => void;
+      connack?: (code: number) => void;
+      /** Runs at once, before any delay: e.g. the PUBACK of a request whose answer comes late. */
+      first?: (rule?: FaultRule) => void;
+    },
   ): void {
     const rule = this.ctx.faults.match(step, subject);
+    handlers.first?.(rule);
     if (!rule) {
       handlers.proceed();
       return;

@@ -55,6 +55,7 @@ export class RawClient {
 
   private constructor(socket: Socket) {
     this.socket = socket;
+    socket.setNoDelay(true);
     const parser = createParser({ protocolVersion: 4 });
     parser.on("packet", (p: Packet) => {
       if (this.#waiter) {
