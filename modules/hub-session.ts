@@ -346,8 +346,7 @@ export class HubSession {
     const action = this.#policy.connack[String(code)] ?? this.#policy.connack.default ?? "retry";
     const message = `the hub ${this.#config.hubHost} refused the connection with CONNACK ${code} (${connackText(code)})`;
     if (action === "reprovision") {
-      this.#status({ state: "refused", connack: code, message });
-      return this.#finish({ kind: "reprovision", reason: { code: "HUB_REFUSED", message: `${message}: the cached identity is no longer good, provisioning again`, connack: code } });
+      return this.#finish({ kind: "reprovision", reason: { code: "HUB_REFUSED", message: `${message}: the cached identity is no longer good, provisioning again`, connack: code } }, "refused");
     }
     if (action === "fail") {
       return this.#finish({ kind: "failed", error: { code: "HUB_REFUSED", message: `${message}: retrying cannot help`, connack: code } });
@@ -433,6 +432,7 @@ export class HubSession {
 
   #stop(): void {
     this.#close();
+    this.#clearTimer();
     const dropped = this.queued;
     this.#waiting = [];
     this.#inFlight = [];
@@ -441,12 +441,20 @@ export class HubSession {
     this.#out.push({ kind: "done", outcome: { kind: "stopped", dropped } });
   }
 
-  #finish(outcome: HubOutcome): void {
+  #finish(outcome: HubOutcome, reprovisionState: "refused" | "reprovision" = "reprovision"): void {
     this.#close();
+    this.#clearTimer();
     this.#phase = outcome.kind === "reprovision" ? "reprovision" : outcome.kind === "failed" ? "failed" : "stopped";
     if (outcome.kind === "failed") this.#status({ state: "failed", message: outcome.error.message, connack: outcome.error.connack });
-    if (outcome.kind === "reprovision") this.#status({ state: "reprovision", message: outcome.reason.message, connack: outcome.reason.connack });
+    if (outcome.kind === "reprovision") this.#status({ state: reprovisionState, message: outcome.reason.message, connack: outcome.reason.connack });
     this.#out.push({ kind: "done", outcome });
+  }
+
+  /** Ends the one timer before a final outcome, so that `done` is the last command. */
+  #clearTimer(): void {
+    if (this.#timerAt === undefined) return;
+    this.#timerAt = undefined;
+    this.#out.push({ kind: "clear-timer" });
   }
 
   #close(): void {

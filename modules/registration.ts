@@ -13,6 +13,7 @@
  */
 import type { CryptoPort } from "./crypto.js";
 import { DpsError, excerpt, PeerError, UsageError, type ErrorCode } from "./errors.js";
+import { base64Decode } from "./encoding.js";
 import {
   DPS_MQTT_PORT,
   dpsCredentials,
@@ -261,6 +262,7 @@ export class RegistrationMachine {
     if (typeof config.symmetricKey !== "string" || config.symmetricKey.length === 0) {
       throw new UsageError("INVALID_ARGUMENT", "symmetricKey is required (base64, from the enrollment or derived from the group key)");
     }
+    base64Decode(config.symmetricKey, "symmetricKey").fill(0);
     this.#c = {
       config,
       deps,

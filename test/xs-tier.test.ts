@@ -8,6 +8,8 @@ import { join } from "node:path";
 import { projectRoot, runXs, type XsRun } from "./support/xs.js";
 import { transcripts } from "./transcripts/registration.js";
 import { runTranscript } from "./support/transcript.js";
+import { hubTranscripts, runHubTranscript } from "./transcripts/hub.js";
+import { bootOnce, newFlash } from "./support/virtual-world.js";
 
 const dir = join(projectRoot, "build", "test", "xs");
 const entries = readdirSync(dir).filter((name) => name.endsWith(".xs.js")).sort();
@@ -32,6 +34,27 @@ test(`XS tier: ${transcripts.length} registration transcripts give identical com
   for (const transcript of transcripts) {
     t.deepEqual(xsLogs.get(transcript.name), runTranscript(transcript).log, transcript.name);
   }
+});
+
+test(`XS tier: ${hubTranscripts.length} hub transcripts give identical command logs on Node and XS`, (t) => {
+  const logs = new Map<string, unknown>();
+  for (const [, run] of runs) for (const [key, value] of run.emitted) if (key.startsWith("hub:")) logs.set(key.slice(4), value);
+  t.is(logs.size, hubTranscripts.length);
+  for (const transcript of hubTranscripts) t.deepEqual(logs.get(transcript.name), runHubTranscript(transcript), transcript.name);
+});
+
+test("XS tier: the runtime's event logs in the virtual world are the same on Node and XS", (t) => {
+  const xs = new Map<string, unknown>();
+  for (const [, run] of runs) for (const [key, value] of run.emitted) if (key.startsWith("runtime:")) xs.set(key, value);
+  const flash = newFlash();
+  const cold = bootOnce(flash).events;
+  const warm = bootOnce(flash).events;
+  const refusedFlash = newFlash();
+  bootOnce(refusedFlash);
+  const refused = bootOnce(refusedFlash, { hubConnacks: [5, 0] }).events;
+  t.deepEqual(xs.get("runtime:cold"), cold);
+  t.deepEqual(xs.get("runtime:warm"), warm);
+  t.deepEqual(xs.get("runtime:refused"), refused);
 });
 
 test(`XS tier: ${total} cases ran on XS in ${runs.length} suites`, (t) => {

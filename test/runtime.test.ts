@@ -1,0 +1,53 @@
+/** The DeviceRuntime in the virtual world on Node; the XS tier runs the same scenarios and both event logs must match. */
+import test from "ava";
+import { bootOnce, newFlash } from "./support/virtual-world.js";
+import { DeviceRuntime } from "../modules/runtime.js";
+import { ScriptedCloud, VirtualClock, virtualConfig } from "./support/virtual-world.js";
+
+test("runtime: cold then warm start in the virtual world", (t) => {
+  const flash = newFlash();
+  const cold = bootOnce(flash);
+  t.is(cold.registers, 1);
+  const warm = bootOnce(flash);
+  t.is(warm.registers, 0);
+  t.true(warm.events.includes("assignment cache hub-1.azure-devices.net"));
+});
+
+test("runtime: configuration mistakes are UsageErrors before any I/O", (t) => {
+  const clock = new VirtualClock();
+  const ports = { mqtt: new ScriptedCloud(clock), timers: clock, clock: () => clock.now, random: () => 0.5, secureRandom: (b: Uint8Array) => b.fill(1) };
+  t.throws(() => new DeviceRuntime({ ...virtualConfig, symmetricKey: undefined }, ports), { code: "INVALID_ARGUMENT" } as never);
+  t.throws(() => new DeviceRuntime({ ...virtualConfig, groupKey: "cGFzc3dvcmQ=" }, ports), { code: "INVALID_ARGUMENT" } as never);
+  t.throws(() => new DeviceRuntime({ ...virtualConfig, idScope: "bad scope" }, ports), { code: "INVALID_ARGUMENT" } as never);
+  t.throws(() => new DeviceRuntime({ ...virtualConfig, symmetricKey: "%%%" }, ports), { code: "MALFORMED_BASE64" } as never);
+  t.throws(() => new DeviceRuntime({ ...virtualConfig, hub: { maxQueue: 0 } }, ports), { code: "INVALID_ARGUMENT" } as never);
+  t.throws(() => new DeviceRuntime(virtualConfig, { ...ports, mqtt: undefined as never }), { code: "INVALID_ARGUMENT" } as never);
+  t.is(clock.run(), 0, "nothing was scheduled");
+});
+
+test("runtime: a clock that was never set fails with CLOCK_NOT_SET instead of sending a dead token", (t) => {
+  const clock = new VirtualClock();
+  const events: string[] = [];
+  const runtime = new DeviceRuntime(
+    virtualConfig,
+    { mqtt: new ScriptedCloud(clock), timers: clock, clock: () => 0, random: () => 0.5, secureRandom: (b) => b.fill(1) },
+    (e) => e.source === "runtime" && events.push(`${e.state}${e.error ? ` ${e.error.code}` : ""}`),
+  );
+  runtime.start();
+  clock.run();
+  t.deepEqual(events, ["provisioning", "failed CLOCK_NOT_SET"]);
+});
+
+test("runtime: a listener that throws does not break the device", (t) => {
+  const clock = new VirtualClock();
+  const cloud = new ScriptedCloud(clock);
+  const runtime = new DeviceRuntime(virtualConfig, { mqtt: cloud, timers: clock, clock: () => clock.now, random: () => 0.5, secureRandom: (b) => b.fill(1) }, () => {
+    throw new Error("listener bug");
+  });
+  runtime.start();
+  clock.run(200, clock.now + 10_000);
+  t.is(runtime.state, "connected");
+  runtime.stop();
+  t.is(runtime.state, "stopped");
+  t.throws(() => runtime.send("x"), { code: "STOPPED" } as never);
+});
