@@ -1,0 +1,106 @@
+// The dps-emulator command: starts from a config file with --fault rules, prints its endpoints,
+// serves, and exits cleanly on SIGTERM (sent to its own pid).
+import test from "ava";
+import { spawn, type ChildProcess } from "node:child_process";
+import { rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import type { Emulator } from "../../simulator/index.js";
+import { admin, dpsDevice, keyFor, tempStateDir } from "./helpers.js";
+
+const CLI = fileURLToPath(new URL("../../simulator/cli.js", import.meta.url));
+const EXAMPLE = fileURLToPath(new URL("../../../simulator/emulator.example.json", import.meta.url));
+
+interface Started {
+  child: ChildProcess;
+  stdout: string;
+  exit: Promise<number | null>;
+}
+
+function run(args: string[]): Promise<Started> {
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  const exit = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  return new Promise((resolve, reject) => {
+    let stdout = "";
+    let stderr = "";
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`no ready banner; stderr: ${stderr}`));
+    }, 15_000);
+    child.stdout?.on("data", (c: Buffer) => {
+      stdout += c.toString();
+      if (/faults\s+\d+/.test(stdout)) {
+        clearTimeout(timer);
+        resolve({ child, stdout, exit });
+      }
+    });
+    child.stderr?.on("data", (c: Buffer) => (stderr += c.toString()));
+    child.on("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`exited ${code} before ready: ${stderr}`));
+    });
+  });
+}
+
+function field(stdout: string, pattern: RegExp): string {
+  const m = pattern.exec(stdout);
+  if (!m) throw new Error(`no ${pattern} in ${stdout}`);
+  return m[1];
+}
+
+test("cli: starts from a config file with --fault rules, prints its endpoints, stops on SIGTERM", async (t) => {
+  const stateDir = tempStateDir();
+  t.teardown(() => rmSync(stateDir, { recursive: true, force: true }));
+  const config = join(stateDir, "config.json");
+  writeFileSync(config, JSON.stringify({ idScope: "0ne00000cli", hubs: [{ hostName: "hub-1.azure-devices.localhost" }], retryAfterSeconds: 0, enrollments: { individual: [{ registrationId: "cli-dev", primaryKey: keyFor("cli-dev") }] } }));
+  const ports = ["--dps-port", "0", "--dps-tcp-port", "0", "--hub-port", "0", "--hub-tcp-port", "0", "--https-port", "0", "--admin-port", "0"];
+  const started = await run(["--config", config, "--state-dir", stateDir, "--seed", "5", "--log-level", "warn", ...ports, "--fault", '{"step":"register","registrationId":"cli-dev","status":500,"times":1}']);
+  t.teardown(() => {
+    if (started.child.exitCode === null) started.child.kill("SIGKILL");
+  });
+  t.is(field(started.stdout, /idScope\s+(\S+)/), "0ne00000cli");
+  t.is(field(started.stdout, /CA\s+(\S+)/), join(stateDir, "ca.pem"));
+  t.is(field(started.stdout, /seed\s+(\S+)/), "5");
+  const adminUrl = field(started.stdout, /Admin\s+(\S+)/);
+  const tcpPort = Number(field(started.stdout, /DPS\s+mqtts:\/\/\S+:\d+\s+mqtt:\/\/[^:]+:(\d+)/));
+  const handle = { endpoints: { admin: { url: adminUrl }, dps: { tcpPort } }, idScope: "0ne00000cli" } as unknown as Emulator;
+  t.is((await admin(handle, "GET", "/faults")).json.length, 1);
+  const device = await dpsDevice(handle, "cli-dev", keyFor("cli-dev"));
+  t.is((await device.register()).status, 500);
+  t.is((await device.register()).status, 202);
+  device.client.end();
+  started.child.kill("SIGTERM");
+  t.is(await started.exit, 0);
+});
+
+test("cli: a bad option or a bad fault rule exits with a message and code 2", async (t) => {
+  const once = (args: string[]) =>
+    new Promise<{ code: number | null; stderr: string }>((resolve) => {
+      const child = spawn(process.execPath, [CLI, ...args], { stdio: ["ignore", "ignore", "pipe"] });
+      let stderr = "";
+      child.stderr?.on("data", (c: Buffer) => (stderr += c.toString()));
+      child.on("exit", (code) => resolve({ code, stderr }));
+    });
+  const unknown = await once(["--frobnicate"]);
+  t.is(unknown.code, 2);
+  const badFault = await once(["--fault", '{"step":"register","status":200}']);
+  t.is(badFault.code, 2);
+  t.regex(badFault.stderr, /status/);
+  const badConfig = await once(["--config", "/nonexistent/config.json", "--admin-port", "0"]);
+  t.is(badConfig.code, 1);
+  t.regex(badConfig.stderr, /cannot read config file/);
+});
+
+test("cli: the shipped example config is valid", async (t) => {
+  const stateDir = tempStateDir();
+  t.teardown(() => rmSync(stateDir, { recursive: true, force: true }));
+  const ports = ["--dps-port", "0", "--dps-tcp-port", "0", "--hub-port", "0", "--hub-tcp-port", "0", "--https-port", "0", "--admin-port", "0"];
+  const started = await run(["--config", EXAMPLE, "--state-dir", stateDir, "--log-level", "error", ...ports]);
+  t.teardown(() => {
+    if (started.child.exitCode === null) started.child.kill("SIGKILL");
+  });
+  t.is(field(started.stdout, /idScope\s+(\S+)/), "0ne00000001");
+  t.regex(started.stdout, /hub-1\.azure-devices\.localhost, hub-2\.azure-devices\.localhost/);
+  started.child.kill("SIGINT");
+  t.is(await started.exit, 0);
+});
