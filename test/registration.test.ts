@@ -20,3 +20,11 @@ test("registration transcripts: every log is free of the key and of signatures",
     t.false(/sig=|SharedAccessSignature/.test(text), transcript.name);
   }
 });
+
+test("registration transcripts: every command log equals the pinned one (test/transcripts/registration.golden.json)", async (t) => {
+  const { currentLogs, readGolden } = await import("./support/golden.js");
+  const golden = readGolden("registration");
+  const current = currentLogs().registration;
+  t.deepEqual(Object.keys(current).sort(), Object.keys(golden).sort(), "the set of transcripts");
+  for (const name of Object.keys(current)) t.deepEqual(current[name], golden[name], name);
+});

@@ -49,6 +49,14 @@ function faultRule(spec: string, registrationId: string): FaultRule {
 }
 
 /** A device whose `done` resolves once it is connected and its messages are acknowledged, or it failed. */
+/** What --quiet still shows: state changes of the runtime, and every retry or refusal with its cause. */
+function important(event: RuntimeEvent): boolean {
+  if (event.source === "runtime" || event.source === "assignment") return true;
+  if (event.source === "dps") return ["retrying", "failed", "fallback", "looking-up"].includes(event.status.state);
+  if (event.source === "hub") return ["retrying", "refused", "reprovision", "failed"].includes(event.status.state);
+  return false;
+}
+
 function makeDevice(config: RuntimeConfig, transport: DesktopTransport, flash: string, label: string, events: RuntimeEvent[], messages: number) {
   let forward: (e: RuntimeEvent) => void = () => {};
   const device = createDesktopDevice({ config, transport, flash, listener: (e) => forward(e) });
@@ -56,7 +64,7 @@ function makeDevice(config: RuntimeConfig, transport: DesktopTransport, flash: s
     let acked = 0;
     forward = (event) => {
       events.push(event);
-      if (!values.quiet || event.source === "runtime") say(`  [${label}] ${describeEvent(event)}`);
+      if (!values.quiet || important(event)) say(`  [${label}] ${describeEvent(event)}`);
       if (event.source === "runtime" && event.state === "connected" && acked === 0) {
         for (let i = 0; i < messages; i++) device.send({ seq: i + 1, temperature: 20 + i / 2, boot: label });
         if (messages === 0) resolve("delivered");
