@@ -35,9 +35,17 @@ export function describeStatus(status: number): ErrorDescription {
   return DESCRIPTIONS[status] ?? { errorCode: status * 1000, message: `Error ${status}`, name: `Error${status}` };
 }
 
-/** UTC time with the seven fractional digits .NET services write. */
+let lastMs = NaN;
+let lastText = "";
+
+/** UTC time with the seven fractional digits .NET services write (memoized per millisecond: it is on the hot path). */
 export function timestampUtc(nowMs: number): string {
-  return new Date(nowMs).toISOString().replace(/\.(\d{3})Z$/, ".$10000Z");
+  if (nowMs !== lastMs) {
+    const iso = new Date(nowMs).toISOString();
+    lastText = iso.slice(0, -1) + "0000Z";
+    lastMs = nowMs;
+  }
+  return lastText;
 }
 
 export interface ErrorBody {

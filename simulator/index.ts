@@ -183,7 +183,8 @@ class EmulatorImpl implements Emulator {
 
   async listen(options: EmulatorOptions, tls: { certPem: string; keyPem: string }): Promise<void> {
     const host = options.host ?? "127.0.0.1";
-    const tlsOptions = { cert: tls.certPem, key: tls.keyPem, minVersion: "TLSv1.2" as const };
+    // Nagle off on every listener (tls.Server passes its options down to net.Server).
+    const tlsOptions = { cert: tls.certPem, key: tls.keyPem, minVersion: "TLSv1.2" as const, noDelay: true };
     const mqtt = (kind: "dps" | "hub", secure: boolean): TcpServer => {
       const accept = (socket: Socket): void => {
         const session =

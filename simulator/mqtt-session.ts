@@ -54,13 +54,14 @@ export abstract class MqttSession {
   #packetId = 0;
   readonly #parser = createParser({ protocolVersion: 4 });
   #buffered = 0;
+  /** Packets written while a chunk is being handled, sent together when it is done. */
+  #batch: Buffer[] | undefined;
 
   constructor(socket: Socket, ctx: SessionContext, transport: "tls" | "tcp") {
     this.socket = socket;
     this.ctx = ctx;
     this.transport = transport;
     this.lastSeen = this.acceptedAt = Date.now();
-    socket.setNoDelay(true);
     this.#parser.on("packet", (packet: Packet) => this.#dispatch(packet));
     this.#parser.on("error", (error: Error) => this.protocolError(`malformed packet: ${error.message}`));
     socket.on("data", (chunk: Buffer) => this.#onData(chunk));
@@ -81,16 +82,23 @@ export abstract class MqttSession {
     if (this.closed) return;
     this.lastSeen = Date.now();
     // Everything answered synchronously to this chunk (PUBACK + response) leaves in one write.
-    this.socket.cork();
+    this.#batch = [];
     try {
       this.#buffered = this.#parser.parse(chunk);
     } catch (error) {
       this.protocolError(`malformed packet: ${(error as Error).message}`);
       return;
     } finally {
-      this.socket.uncork();
+      this.#flush();
     }
     if (this.#buffered > MAX_PACKET_BYTES) this.protocolError(`packet larger than ${MAX_PACKET_BYTES} bytes`);
+  }
+
+  #flush(): void {
+    const batch = this.#batch;
+    this.#batch = undefined;
+    if (!batch || batch.length === 0 || this.socket.destroyed || !this.socket.writable) return;
+    this.socket.write(batch.length === 1 ? batch[0] : Buffer.concat(batch));
   }
 
   #dispatch(packet: Packet): void {
@@ -145,7 +153,9 @@ export abstract class MqttSession {
   }
 
   write(bytes: Buffer): void {
-    if (!this.closed && this.socket.writable) this.socket.write(bytes);
+    if (this.closed || !this.socket.writable) return;
+    if (this.#batch) this.#batch.push(bytes);
+    else this.socket.write(bytes);
   }
 
   connack(returnCode: number): void {
@@ -156,6 +166,7 @@ export abstract class MqttSession {
     } else {
       this.ctx.log.info("connect-refused", { endpoint: this.endpoint, client: this.clientLabel(), returnCode });
       // [MQTT-3.2.2-5]: after a non-zero CONNACK the server closes the connection.
+      this.#flush();
       this.socket.end();
       this.socket.setTimeout(2000, () => this.socket.destroy());
       this.closed = true;

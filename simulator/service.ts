@@ -121,6 +121,12 @@ export class ProvisioningService {
   readonly #telemetry: TelemetryMessage[] = [];
   #telemetryNext = 0;
   readonly #telemetryLimit: number;
+  /**
+   * Tokens already verified (a session polls with the token it registered with): the HMAC is
+   * not computed again while the enrollments are unchanged; expiry is still checked each time.
+   */
+  readonly #verified = new WeakMap<SasToken, { registrationId: string; idScope: string; enrollment: EnrollmentRecord; generation: number }>();
+  #generation = 0;
   skewSeconds: number;
   assignAfterPolls: number;
   retryAfterSeconds: number;
@@ -147,6 +153,7 @@ export class ProvisioningService {
   addIndividualEnrollment(e: IndividualEnrollment): void {
     checkIndividualEnrollment(e);
     this.#checkHub(e.iotHubHostName);
+    this.#generation++;
     this.#individual.set(e.registrationId, {
       kind: "individual",
       source: { ...e },
@@ -165,6 +172,7 @@ export class ProvisioningService {
   addGroupEnrollment(e: GroupEnrollment): void {
     checkGroupEnrollment(e);
     this.#checkHub(e.iotHubHostName);
+    this.#generation++;
     this.#groups.set(e.groupId, {
       kind: "group",
       source: { ...e },
@@ -189,6 +197,7 @@ export class ProvisioningService {
 
   /** Returns false when there was no such enrollment. Registrations and hub devices stay, as in DPS. */
   removeEnrollment(which: { registrationId?: string; groupId?: string }): boolean {
+    this.#generation++;
     if (which.registrationId !== undefined) return this.#individual.delete(which.registrationId);
     if (which.groupId !== undefined) return this.#groups.delete(which.groupId);
     throw new EmulatorError("INVALID_ARGUMENT", "name a registrationId or a groupId");
@@ -238,6 +247,16 @@ export class ProvisioningService {
       skewSeconds: this.skewSeconds,
     });
     if (claims) return { ok: false, status: 401, reason: claims };
+    const known = this.#verified.get(token);
+    if (known && known.generation === this.#generation && known.registrationId === registrationId && known.idScope === idScope) {
+      return { ok: true, enrollment: known.enrollment };
+    }
+    const result = this.#verify(registrationId, token);
+    if (result.ok) this.#verified.set(token, { registrationId, idScope, enrollment: result.enrollment, generation: this.#generation });
+    return result;
+  }
+
+  #verify(registrationId: string, token: SasToken): AuthResult {
     const individual = this.#individual.get(registrationId);
     if (individual) {
       for (const key of individual.keys) if (signatureMatches(token, key)) return { ok: true, enrollment: individual };
