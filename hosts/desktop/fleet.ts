@@ -1,36 +1,75 @@
 /**
  * Runs many devices in one process, each a full DeviceRuntime on its own flash, and summarises
- * what happened: time to connected (min, median, p99, max), attempts, DPS status codes met, and
- * the devices that ended in a terminal state with the reason.
+ * what happened: time to connected (min, median, p99, max), attempts per device, the DPS answers
+ * and faults met, the devices that ended in a terminal state and why, and how the fleet behaved
+ * against the troubleshooting table: retries spread (no lockstep), retry-after honoured, the
+ * cached hub retried at least 5 s apart, re-registrations only after the hub refused the identity.
+ *
+ *   const summary = await runFleet({ count: 1000, transport, configFor, staggerMs: 5000 });
+ *   console.log(formatSummary(summary));
+ *
+ * Scale: every device shares the transport's one MQTT connector (one TLS context, one keepalive
+ * sweep) and HTTPS port; per device there is a runtime, its flash, one socket while connected and
+ * one timer while waiting. Progress counters are kept as events arrive, never by a scan of the
+ * fleet. The fleet reads each DPS answer's `retry-after` off the wire (a thin wrapper over the
+ * connector) to check it against when the device really retried.
  */
-import type { FlashPort } from "../../modules/flash.js";
-import type { DeviceRuntime, RuntimeConfig, RuntimeEvent } from "../../modules/runtime.js";
-import { createDesktopDevice, type DesktopTransport } from "./device.js";
-import type { RandomSource } from "../../modules/ports.js";
+import { MemoryFlash, type FlashPort } from "../../modules/flash.js";
+import type { MqttConnectOptions, MqttConnector, MqttSession, MqttSessionCallbacks, RandomSource } from "../../modules/ports.js";
+import { DeviceRuntime, type RuntimeConfig, type RuntimeEvent } from "../../modules/runtime.js";
+import { DESKTOP_FLASH_GEOMETRY, type DesktopTransport } from "./device.js";
+import { NorFlashFile } from "./nor-flash-file.js";
+import { mathRandom, nodeCrypto, nodeTimers, secureRandom, systemClock } from "./platform.js";
 
 export interface FleetOptions {
   readonly count: number;
   readonly configFor: (index: number) => RuntimeConfig;
   readonly transport: DesktopTransport;
-  /** Boots are spread uniformly over this window (default 0: all at once). */
+  /** Boots are spread uniformly at random over this window (default 0: all at once). */
   readonly staggerMs?: number;
   /** Telemetry messages each device sends once connected (default 1). */
   readonly messages?: number;
-  /** Give up on devices not done after this long (default 120 s). */
+  /** Give up on devices not settled after this long (default 120 s). */
   readonly timeoutMs?: number;
+  /** A flash file's path, a FlashPort, or undefined for in-memory flash (two 4 KiB sectors). */
   readonly flashFor?: (index: number) => FlashPort | string | undefined;
+  /** Jitter of the devices and of the boot times; seed it to replay a run. */
   readonly random?: RandomSource;
   /** Called about every `progressMs` with the running totals. */
   readonly onProgress?: (progress: FleetProgress) => void;
   readonly progressMs?: number;
   /** Every event of every device (for a verbose console). */
   readonly onEvent?: (index: number, registrationId: string, event: RuntimeEvent) => void;
+  /**
+   * Keeps the devices running after they settle, until the promise this returns resolves (a
+   * scenario's timeline, a benchmark holding sessions open); then every device is stopped. Without
+   * it the run ends when every device has settled, and each is stopped as it settles.
+   */
+  readonly hold?: (fleet: FleetControl) => Promise<unknown>;
+  /** Count MQTT round trips per device up to its first connection (default false). */
+  readonly countRoundTrips?: boolean;
+}
+
+/** What a `hold` function can see of the running fleet. */
+export interface FleetControl {
+  /** Resolves when every device has settled (connected and delivered, or failed) or timed out. */
+  readonly settled: Promise<void>;
+  progress(): FleetProgress;
+  /** Devices currently connected to their hub. */
+  connectedNow(): number;
+  /** Registration ids by index (for picking a wave). */
+  readonly registrationIds: readonly string[];
+  /** Marks a moment (e.g. "hub-up") from which recovery times are measured. */
+  mark(name: string): void;
 }
 
 export interface FleetProgress {
   readonly elapsedMs: number;
   readonly booted: number;
+  /** Connected to their hub now. */
   readonly connected: number;
+  /** Connected at least once. */
+  readonly everConnected: number;
   readonly done: number;
   readonly failed: number;
   readonly total: number;
@@ -43,19 +82,64 @@ export interface Percentiles {
   readonly max: number;
 }
 
+export interface RetryAnalysis {
+  /** DPS retries scheduled (each "retrying" status). */
+  readonly count: number;
+  /** Why: "429", "503", "connack-3", "fault-closed"... */
+  readonly causes: Record<string, number>;
+  readonly delayMs?: Percentiles;
+  /** Retries whose failing answer carried a retry-after, and the smallest (real wait − retry-after) among them. */
+  readonly withRetryAfter: number;
+  readonly retryAfterMarginMs?: number;
+  /** Smallest (real wait − scheduled delay): below 0 would mean a retry came early. */
+  readonly scheduleMarginMs?: number;
+  /** Most retries falling due within one 100 ms window, over the whole run. */
+  readonly peakPer100ms: number;
+  /** Share of retries with a due time (to the millisecond) no other retry shares. */
+  readonly distinctShare: number;
+}
+
+export interface HubAnalysis {
+  /** Hub connections lost or refused (hub "retrying" statuses). */
+  readonly retries: number;
+  /** Smallest gap between two connection attempts of one device after a loss (Azure asks ≥ 5 s). */
+  readonly minGapMs?: number;
+  /** Scheduled hub retry delays. */
+  readonly delayMs?: Percentiles;
+  readonly peakPer100ms: number;
+  /** DPS registrations started by devices that had already connected (a re-provisioning). */
+  readonly reRegistrations: number;
+  /** Hub refusals that led to re-provisioning (CONNACK 4/5, or the retry window passed). */
+  readonly reprovisionOutcomes: number;
+}
+
 export interface FleetSummary {
   readonly total: number;
+  /** Connected at least once. */
   readonly connected: number;
+  /** Connected at the end of the run. */
+  readonly connectedAtEnd: number;
   /** Devices whose messages were all acknowledged. */
   readonly delivered: number;
   readonly failed: { readonly registrationId: string; readonly code: string; readonly message: string }[];
+  /** Terminal states grouped: "REGISTRATION_FAILED: DPS answered that ..." → count. */
+  readonly terminalReasons: Record<string, number>;
   readonly timedOut: string[];
   readonly timeToConnectedMs?: Percentiles;
+  /** DPS retries per device. */
   readonly dpsAttempts: Percentiles;
+  /** Register requests per device. */
+  readonly registers: Percentiles;
   /** DPS answers and faults met, e.g. { "202": 1000, "429": 37, "connack-5": 2, "fault-closed": 1 }. */
   readonly statusCodes: Record<string, number>;
   readonly hubStates: Record<string, number>;
   readonly fromCache: number;
+  readonly retries: RetryAnalysis;
+  readonly hub: HubAnalysis;
+  /** Per mark: how long after it the devices that had lost their hub were connected again. */
+  readonly recoveries: Record<string, { readonly devices: number; readonly afterMs?: Percentiles }>;
+  /** MQTT round trips up to the first connection (with countRoundTrips). */
+  readonly roundTrips?: { readonly dps: Percentiles; readonly hub: Percentiles; readonly connections: Percentiles };
   readonly elapsedMs: number;
 }
 
@@ -65,85 +149,282 @@ interface DeviceRecord {
   runtime?: DeviceRuntime;
   bootedAt?: number;
   connectedAt?: number;
+  lastConnectedAt?: number;
+  lostHubAt?: number;
+  isConnected: boolean;
   attempts: number;
+  registers: number;
   acked: number;
-  done: boolean;
+  settled: boolean;
   fromCache: boolean;
   failure?: { code: string; message: string };
+  /** retry-after (ms) of the last DPS answer of status ≥ 300, read off the wire. */
+  wireRetryAfterMs?: number;
+  /** A scheduled DPS retry waiting for the device's next step. */
+  pendingRetry?: { at: number; delayMs: number; retryAfterMs?: number };
+  lastHubAttemptAt?: number;
+  hubLossSeen: boolean;
+  rtDps: number;
+  rtHub: number;
+  connections: number;
 }
 
-export function percentiles(values: number[]): Percentiles {
-  const sorted = [...values].sort((a, b) => a - b);
+export function percentiles(values: readonly number[]): Percentiles {
+  const sorted = Float64Array.from(values).sort();
   const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))] ?? 0;
   return { min: sorted[0] ?? 0, median: at(0.5), p99: at(0.99), max: sorted[sorted.length - 1] ?? 0 };
+}
+
+/** Most values within any window of `windowMs` (values are times in ms). */
+export function peakInWindow(times: readonly number[], windowMs: number): number {
+  const sorted = Float64Array.from(times).sort();
+  let peak = 0;
+  for (let lo = 0, hi = 0; hi < sorted.length; hi++) {
+    while (sorted[hi] - sorted[lo] >= windowMs) lo++;
+    peak = Math.max(peak, hi - lo + 1);
+  }
+  return peak;
+}
+
+function distinctShare(times: readonly number[]): number {
+  if (times.length === 0) return 1;
+  const seen = new Map<number, number>();
+  for (const t of times) seen.set(Math.round(t), (seen.get(Math.round(t)) ?? 0) + 1);
+  let alone = 0;
+  for (const n of seen.values()) if (n === 1) alone++;
+  return alone / times.length;
+}
+
+/** A DPS answer's retry-after in ms from its topic, or undefined ("…/res/429/?$rid=3&retry-after=5"). */
+function retryAfterOfTopic(topic: string): { status: number; retryAfterMs?: number } | undefined {
+  if (!topic.startsWith("$dps/registrations/res/")) return undefined;
+  const status = Number(topic.slice(23, 26));
+  const m = /[?&]retry-after=([^&]*)/.exec(topic);
+  const seconds = m ? Number(m[1]) : NaN;
+  return { status, retryAfterMs: Number.isFinite(seconds) ? seconds * 1000 : undefined };
+}
+
+/**
+ * Wraps the shared connector: reads each DPS answer's retry-after for its device and, when asked,
+ * counts round trips (a write followed by an answer) per device until it first connects.
+ */
+class ObservedConnector implements MqttConnector {
+  readonly #inner: MqttConnector;
+  readonly #devices: Map<string, DeviceRecord>;
+  readonly #countRoundTrips: boolean;
+
+  constructor(inner: MqttConnector, devices: Map<string, DeviceRecord>, countRoundTrips: boolean) {
+    this.#inner = inner;
+    this.#devices = devices;
+    this.#countRoundTrips = countRoundTrips;
+  }
+
+  connect(options: MqttConnectOptions, callbacks: MqttSessionCallbacks): MqttSession {
+    const d = this.#devices.get(options.clientId);
+    if (!d) return this.#inner.connect(options, callbacks);
+    const dps = options.username.includes("/registrations/");
+    const counting = this.#countRoundTrips && d.connectedAt === undefined;
+    if (counting) d.connections++;
+    // true while the device has written something it has not yet had an answer to
+    let waiting = true;
+    const heard = () => {
+      if (!waiting || d.connectedAt !== undefined) return;
+      waiting = false;
+      if (dps) d.rtDps++;
+      else d.rtHub++;
+    };
+    const session = this.#inner.connect(options, {
+      onConnack: (code, present) => (counting && heard(), callbacks.onConnack(code, present)),
+      onSuback: (id, granted) => (counting && heard(), callbacks.onSuback(id, granted)),
+      onPuback: (id) => (counting && heard(), callbacks.onPuback(id)),
+      onMessage: (topic, payload) => {
+        if (counting) heard();
+        if (dps) {
+          const answer = retryAfterOfTopic(topic);
+          if (answer && answer.status >= 300) d.wireRetryAfterMs = answer.retryAfterMs;
+          else if (answer) d.wireRetryAfterMs = undefined;
+        }
+        callbacks.onMessage(topic, payload);
+      },
+      onClose: (fault) => callbacks.onClose(fault),
+    });
+    if (!counting) return session;
+    return {
+      subscribe: (topic, qos) => ((waiting = true), session.subscribe(topic, qos)),
+      publish: (topic, payload, qos) => ((waiting = true), session.publish(topic, payload, qos)),
+      close: () => session.close(),
+    };
+  }
 }
 
 export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
   const start = Date.now();
   const messages = options.messages ?? 1;
-  const random = options.random ?? Math.random;
+  const random = options.random ?? mathRandom;
   const statusCodes: Record<string, number> = {};
   const hubStates: Record<string, number> = {};
+  const retryCauses: Record<string, number> = {};
   const devices: DeviceRecord[] = [];
+  const byId = new Map<string, DeviceRecord>();
   const timers: NodeJS.Timeout[] = [];
-  let finished = 0;
-  let resolveAll!: () => void;
-  const allDone = new Promise<void>((resolve) => (resolveAll = resolve));
+  const marks: { name: string; at: number }[] = [];
+  const retryDue: number[] = [];
+  const retryDelays: number[] = [];
+  const hubRetryDue: number[] = [];
+  const hubDelays: number[] = [];
+  let retryAfterMargin = Number.POSITIVE_INFINITY;
+  let scheduleMargin = Number.POSITIVE_INFINITY;
+  let withRetryAfter = 0;
+  let hubMinGap = Number.POSITIVE_INFINITY;
+  let reRegistrations = 0;
+  let reprovisionOutcomes = 0;
+  let booted = 0;
+  let connectedNow = 0;
+  let everConnected = 0;
+  let settledCount = 0;
+  let failedCount = 0;
+  let resolveSettled!: () => void;
+  const settled = new Promise<void>((resolve) => (resolveSettled = resolve));
   const count = (table: Record<string, number>, key: string) => (table[key] = (table[key] ?? 0) + 1);
+  const connector = new ObservedConnector(options.transport.connector, byId, options.countRoundTrips ?? false);
+  const holding = options.hold !== undefined;
 
-  const finish = (d: DeviceRecord) => {
-    if (d.done) return;
-    d.done = true;
-    finished++;
-    d.runtime?.stop();
-    if (finished === options.count) resolveAll();
+  const settle = (d: DeviceRecord) => {
+    if (d.settled) return;
+    d.settled = true;
+    settledCount++;
+    if (!holding) d.runtime?.stop();
+    if (settledCount === options.count) resolveSettled();
+  };
+
+  const onDps = (d: DeviceRecord, s: Extract<RuntimeEvent, { source: "dps" }>["status"], now: number) => {
+    if (s.httpStatus !== undefined && (s.state === "assigning" || s.state === "retrying" || s.state === "failed" || s.state === "fallback")) count(statusCodes, String(s.httpStatus));
+    if (s.state === "assigned") count(statusCodes, "200");
+    if (s.connack !== undefined) count(statusCodes, `connack-${s.connack}`);
+    if (s.fault !== undefined) count(statusCodes, `fault-${s.fault}`);
+    d.attempts = Math.max(d.attempts, s.attempt);
+    if (s.state === "connecting" && s.attempt === 0 && d.connectedAt !== undefined) reRegistrations++;
+    if (s.state === "registering") d.registers++;
+    if (s.state === "retrying" && s.delayMs !== undefined) {
+      count(retryCauses, s.httpStatus !== undefined ? String(s.httpStatus) : s.connack !== undefined ? `connack-${s.connack}` : `fault-${s.fault ?? "?"}`);
+      retryDue.push(now - start + s.delayMs);
+      retryDelays.push(s.delayMs);
+      d.pendingRetry = { at: now, delayMs: s.delayMs, retryAfterMs: s.httpStatus !== undefined ? d.wireRetryAfterMs : undefined };
+    } else if (d.pendingRetry && (s.state === "connecting" || s.state === "registering" || s.state === "polling" || s.state === "looking-up")) {
+      const waited = now - d.pendingRetry.at;
+      scheduleMargin = Math.min(scheduleMargin, waited - d.pendingRetry.delayMs);
+      if (d.pendingRetry.retryAfterMs !== undefined) {
+        withRetryAfter++;
+        retryAfterMargin = Math.min(retryAfterMargin, waited - d.pendingRetry.retryAfterMs);
+      }
+      d.pendingRetry = undefined;
+    }
+  };
+
+  const onHub = (d: DeviceRecord, s: Extract<RuntimeEvent, { source: "hub" }>["status"], now: number) => {
+    count(hubStates, s.state);
+    if (s.state === "connecting") {
+      if (d.hubLossSeen && d.lastHubAttemptAt !== undefined) hubMinGap = Math.min(hubMinGap, now - d.lastHubAttemptAt);
+      d.lastHubAttemptAt = now;
+    } else if (s.state === "retrying") {
+      d.hubLossSeen = true;
+      if (d.lostHubAt === undefined) d.lostHubAt = now;
+      if (s.delayMs !== undefined) {
+        hubRetryDue.push(now - start + s.delayMs);
+        hubDelays.push(s.delayMs);
+      }
+    } else if (s.state === "refused" || s.state === "reprovision") {
+      reprovisionOutcomes++;
+      d.hubLossSeen = false;
+      d.lastHubAttemptAt = undefined;
+    } else if (s.state === "connected") {
+      d.hubLossSeen = false;
+    }
+    if (d.isConnected && s.state !== "connected") {
+      d.isConnected = false;
+      connectedNow--;
+    }
   };
 
   for (let i = 0; i < options.count; i++) {
     const config = options.configFor(i);
-    const d: DeviceRecord = { index: i, registrationId: config.registrationId, attempts: 0, acked: 0, done: false, fromCache: false };
+    const d: DeviceRecord = {
+      index: i,
+      registrationId: config.registrationId,
+      isConnected: false,
+      attempts: 0,
+      registers: 0,
+      acked: 0,
+      settled: false,
+      fromCache: false,
+      hubLossSeen: false,
+      rtDps: 0,
+      rtHub: 0,
+      connections: 0,
+    };
     devices.push(d);
+    byId.set(config.registrationId, d);
     const boot = () => {
+      if (d.settled) return;
       d.bootedAt = Date.now();
-      d.runtime = createDesktopDevice({
-        config,
-        transport: options.transport,
-        flash: options.flashFor?.(i),
-        random,
-        listener: (event) => {
-          options.onEvent?.(i, d.registrationId, event);
-          if (event.source === "dps") {
-            const s = event.status;
-            if (s.httpStatus !== undefined && (s.state === "assigning" || s.state === "retrying" || s.state === "failed" || s.state === "fallback")) count(statusCodes, String(s.httpStatus));
-            if (s.state === "assigned") count(statusCodes, "200");
-            if (s.connack !== undefined) count(statusCodes, `connack-${s.connack}`);
-            if (s.fault !== undefined) count(statusCodes, `fault-${s.fault}`);
-            d.attempts = Math.max(d.attempts, s.attempt);
-          } else if (event.source === "hub") {
-            count(hubStates, event.status.state);
-          } else if (event.source === "assignment") {
+      booted++;
+      const flashOption = options.flashFor?.(i);
+      const flash =
+        typeof flashOption === "string" ? new NorFlashFile({ path: flashOption, ...DESKTOP_FLASH_GEOMETRY }) : (flashOption ?? new MemoryFlash(DESKTOP_FLASH_GEOMETRY));
+      const listener = (event: RuntimeEvent) => {
+        const now = Date.now();
+        options.onEvent?.(i, d.registrationId, event);
+        switch (event.source) {
+          case "dps":
+            onDps(d, event.status, now);
+            break;
+          case "hub":
+            onHub(d, event.status, now);
+            break;
+          case "assignment":
             if (event.assignment.source === "cache") d.fromCache = true;
-          } else if (event.source === "runtime") {
-            if (event.state === "connected" && d.connectedAt === undefined) {
-              d.connectedAt = Date.now();
-              for (let m = 0; m < messages; m++) {
-                try {
-                  d.runtime!.send({ device: d.registrationId, seq: m, at: new Date().toISOString() });
-                } catch (error) {
-                  d.failure = { code: (error as { code?: string }).code ?? "ERROR", message: (error as Error).message };
-                }
+            break;
+          case "runtime":
+            if (event.state === "connected") {
+              if (!d.isConnected) {
+                d.isConnected = true;
+                connectedNow++;
               }
-              if (messages === 0) finish(d);
+              d.lastConnectedAt = now;
+              d.lostHubAt = undefined;
+              if (d.connectedAt === undefined) {
+                d.connectedAt = now;
+                everConnected++;
+                for (let m = 0; m < messages; m++) {
+                  try {
+                    d.runtime!.send({ device: d.registrationId, seq: m });
+                  } catch (error) {
+                    d.failure = { code: (error as { code?: string }).code ?? "ERROR", message: (error as Error).message };
+                  }
+                }
+                if (messages === 0) settle(d);
+              }
             } else if (event.state === "failed") {
+              if (d.isConnected) {
+                d.isConnected = false;
+                connectedNow--;
+              }
               d.failure = event.error ?? { code: "FAILED", message: "failed" };
-              finish(d);
+              failedCount++;
+              settle(d);
             }
-          } else if (event.source === "telemetry") {
+            break;
+          case "telemetry":
             d.acked++;
-            if (d.acked >= messages) finish(d);
-          }
-        },
-      });
+            if (d.acked >= messages) settle(d);
+            break;
+        }
+      };
+      d.runtime = new DeviceRuntime(
+        config,
+        { mqtt: connector, https: options.transport.https, timers: nodeTimers, clock: systemClock, random, secureRandom, crypto: nodeCrypto, flash },
+        listener,
+      );
       d.runtime.start();
     };
     const delay = options.staggerMs ? random() * options.staggerMs : 0;
@@ -151,58 +432,122 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
     else boot();
   }
 
-  const progress = options.onProgress
-    ? setInterval(() => {
-        options.onProgress!({
-          elapsedMs: Date.now() - start,
-          booted: devices.filter((d) => d.bootedAt !== undefined).length,
-          connected: devices.filter((d) => d.connectedAt !== undefined).length,
-          done: finished,
-          failed: devices.filter((d) => d.failure).length,
-          total: options.count,
-        });
-      }, options.progressMs ?? 1000)
-    : undefined;
-  const timeout = setTimeout(resolveAll, options.timeoutMs ?? 120_000);
-  if (options.count === 0) resolveAll();
-  await allDone;
+  const progressNow = (): FleetProgress => ({
+    elapsedMs: Date.now() - start,
+    booted,
+    connected: connectedNow,
+    everConnected,
+    done: settledCount,
+    failed: failedCount,
+    total: options.count,
+  });
+  const progress = options.onProgress ? setInterval(() => options.onProgress!(progressNow()), options.progressMs ?? 1000) : undefined;
+  if (options.count === 0) resolveSettled();
+  let timeout: NodeJS.Timeout | undefined;
+  const timedOutPromise = new Promise<void>((resolve) => (timeout = setTimeout(resolve, options.timeoutMs ?? 120_000)));
+  const settledOrTimeout = Promise.race([settled, timedOutPromise]);
+  if (options.hold) {
+    const control: FleetControl = {
+      settled: settledOrTimeout,
+      progress: progressNow,
+      connectedNow: () => connectedNow,
+      registrationIds: devices.map((d) => d.registrationId),
+      mark: (name) => marks.push({ name, at: Date.now() }),
+    };
+    await Promise.race([options.hold(control), timedOutPromise]);
+  } else {
+    await settledOrTimeout;
+  }
   clearTimeout(timeout);
   if (progress) clearInterval(progress);
   for (const t of timers) clearTimeout(t);
+  const end = Date.now();
+
   const timedOut: string[] = [];
-  for (const d of devices) {
-    if (!d.done) {
-      timedOut.push(d.registrationId);
-      d.runtime?.stop();
-    }
-  }
+  for (const d of devices) if (!d.settled) timedOut.push(d.registrationId);
+  const connectedAtEnd = connectedNow;
+  for (const d of devices) d.runtime?.stop();
+
   const times = devices.filter((d) => d.connectedAt !== undefined).map((d) => d.connectedAt! - d.bootedAt!);
+  const failed = devices.filter((d) => d.failure).map((d) => ({ registrationId: d.registrationId, code: d.failure!.code, message: d.failure!.message }));
+  const terminalReasons: Record<string, number> = {};
+  // Tracking ids and operation ids make every message unique: group by the rest.
+  for (const f of failed) count(terminalReasons, `${f.code}: ${f.message.replace(/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/gi, "<id>")}`);
+  const recoveries: FleetSummary["recoveries"] = {};
+  for (const m of marks) {
+    const after = devices.filter((d) => d.lastConnectedAt !== undefined && d.lastConnectedAt >= m.at && d.connectedAt! < m.at).map((d) => d.lastConnectedAt! - m.at);
+    recoveries[m.name] = { devices: after.length, afterMs: after.length ? percentiles(after) : undefined };
+  }
+  const reached = devices.filter((d) => d.connectedAt !== undefined);
   return {
     total: options.count,
     connected: times.length,
-    delivered: devices.filter((d) => d.acked >= messages).length,
-    failed: devices.filter((d) => d.failure).map((d) => ({ registrationId: d.registrationId, code: d.failure!.code, message: d.failure!.message })),
+    connectedAtEnd,
+    delivered: devices.filter((d) => d.acked >= messages && d.connectedAt !== undefined).length,
+    failed,
+    terminalReasons,
     timedOut,
     timeToConnectedMs: times.length ? percentiles(times) : undefined,
     dpsAttempts: percentiles(devices.map((d) => d.attempts)),
+    registers: percentiles(devices.map((d) => d.registers)),
     statusCodes,
     hubStates,
     fromCache: devices.filter((d) => d.fromCache).length,
-    elapsedMs: Date.now() - start,
+    retries: {
+      count: retryDue.length,
+      causes: retryCauses,
+      delayMs: retryDelays.length ? percentiles(retryDelays) : undefined,
+      withRetryAfter,
+      retryAfterMarginMs: withRetryAfter ? retryAfterMargin : undefined,
+      scheduleMarginMs: Number.isFinite(scheduleMargin) ? scheduleMargin : undefined,
+      peakPer100ms: peakInWindow(retryDue, 100),
+      distinctShare: distinctShare(retryDue),
+    },
+    hub: {
+      retries: hubDelays.length,
+      minGapMs: Number.isFinite(hubMinGap) ? hubMinGap : undefined,
+      delayMs: hubDelays.length ? percentiles(hubDelays) : undefined,
+      peakPer100ms: peakInWindow(hubRetryDue, 100),
+      reRegistrations,
+      reprovisionOutcomes,
+    },
+    recoveries,
+    roundTrips:
+      options.countRoundTrips && reached.length
+        ? { dps: percentiles(reached.map((d) => d.rtDps)), hub: percentiles(reached.map((d) => d.rtHub)), connections: percentiles(reached.map((d) => d.connections)) }
+        : undefined,
+    elapsedMs: end - start,
   };
 }
 
+const p = (x?: Percentiles, unit = " ms") => (x ? `min ${x.min}${unit}, median ${x.median}${unit}, p99 ${x.p99}${unit}, max ${x.max}${unit}` : "n/a");
+
 /** The summary as a few readable lines. */
 export function formatSummary(s: FleetSummary): string {
-  const p = (x?: Percentiles) => (x ? `min ${x.min} ms, median ${x.median} ms, p99 ${x.p99} ms, max ${x.max} ms` : "n/a");
+  const r = s.retries;
+  const h = s.hub;
   const lines = [
-    `fleet: ${s.connected}/${s.total} connected, ${s.delivered} delivered all telemetry, ${s.failed.length} failed, ${s.timedOut.length} timed out, ${s.fromCache} warm starts, in ${(s.elapsedMs / 1000).toFixed(1)} s`,
+    `fleet: ${s.connected}/${s.total} connected (${s.connectedAtEnd} at the end), ${s.delivered} delivered all telemetry, ${s.failed.length} terminal, ${s.timedOut.length} timed out, ${s.fromCache} warm starts, in ${(s.elapsedMs / 1000).toFixed(1)} s`,
     `time to connected: ${p(s.timeToConnectedMs)}`,
-    `DPS retries per device: min ${s.dpsAttempts.min}, median ${s.dpsAttempts.median}, p99 ${s.dpsAttempts.p99}, max ${s.dpsAttempts.max}`,
+    `DPS retries per device: ${p(s.dpsAttempts, "")}; register requests per device: ${p(s.registers, "")}`,
     `DPS answers and faults: ${Object.entries(s.statusCodes).sort().map(([k, v]) => `${k}×${v}`).join(", ") || "none"}`,
   ];
-  const reasons: Record<string, number> = {};
-  for (const f of s.failed) reasons[`${f.code}: ${f.message}`] = (reasons[`${f.code}: ${f.message}`] ?? 0) + 1;
-  for (const [reason, n] of Object.entries(reasons)) lines.push(`  ${n} device(s) ended with ${reason}`);
+  if (r.count > 0) {
+    lines.push(
+      `DPS retries: ${r.count} (${Object.entries(r.causes).sort().map(([k, v]) => `${k}×${v}`).join(", ")}), delays ${p(r.delayMs)}`,
+      `  no lockstep: at most ${r.peakPer100ms} retries due in any 100 ms (${((100 * r.peakPer100ms) / r.count).toFixed(1)}% of them); ${(100 * r.distinctShare).toFixed(1)}% at a millisecond of their own`,
+      `  backoff respected: ${r.withRetryAfter} retries after a retry-after, ${r.retryAfterMarginMs !== undefined ? `the earliest ${r.retryAfterMarginMs} ms after it was due` : "n/a"}; every retry ≥ ${r.scheduleMarginMs ?? "n/a"} ms after its scheduled delay`,
+    );
+  }
+  if (h.retries > 0 || h.reRegistrations > 0) {
+    lines.push(
+      `hub: ${h.retries} reconnects scheduled, delays ${p(h.delayMs)}, at most ${h.peakPer100ms} due in any 100 ms; attempts of one device ≥ ${h.minGapMs ?? "n/a"} ms apart`,
+      `  re-registrations with DPS after connecting: ${h.reRegistrations} (after ${h.reprovisionOutcomes} hub refusals that call for it)`,
+    );
+  }
+  for (const [name, rec] of Object.entries(s.recoveries)) lines.push(`after ${name}: ${rec.devices} devices connected again, ${p(rec.afterMs)}`);
+  if (s.roundTrips) lines.push(`MQTT round trips to connected: DPS ${p(s.roundTrips.dps, "")}; hub ${p(s.roundTrips.hub, "")}; connections ${p(s.roundTrips.connections, "")}`);
+  for (const [reason, n] of Object.entries(s.terminalReasons)) lines.push(`  ${n} device(s) ended with ${reason}`);
+  if (s.timedOut.length) lines.push(`  timed out: ${s.timedOut.slice(0, 5).join(", ")}${s.timedOut.length > 5 ? ", …" : ""}`);
   return lines.join("\n");
 }

@@ -1,0 +1,128 @@
+/**
+ * Fleet scenarios, run small against the emulator over TLS: the same scenario files as the
+ * 10,000-device runs in docs/PERFORMANCE.md, with fewer devices and shorter waits. Each asserts
+ * the behaviour the troubleshooting table asks for from the runtime's own events and the
+ * emulator's counters; none asserts a duration.
+ */
+import test from "ava";
+import { join } from "node:path";
+import { TIMER_RESOLUTION_MS, evaluate, checkScenario, loadScenario, runScenario, type Scenario } from "../hosts/desktop/scenario.js";
+import { peakInWindow, percentiles, type FleetSummary } from "../hosts/desktop/fleet.js";
+import { projectRoot } from "./support/xs.js";
+
+const scenarios = join(projectRoot, "hosts", "desktop", "scenarios");
+const stateDir = join(projectRoot, ".cache", "emulator-tests");
+const load = (name: string) => loadScenario(join(scenarios, `${name}.json`));
+
+test("fleet percentiles: nearest rank, empty input gives zeros", (t) => {
+  t.deepEqual(percentiles([5, 1, 3, 2, 4]), { min: 1, median: 3, p99: 5, max: 5 });
+  t.deepEqual(percentiles([]), { min: 0, median: 0, p99: 0, max: 0 });
+});
+
+test("fleet peakInWindow: counts the most times inside any window", (t) => {
+  t.is(peakInWindow([0, 10, 20, 500, 505], 100), 3);
+  t.is(peakInWindow([0, 100, 200], 100), 1);
+  t.is(peakInWindow([7, 7, 7, 7], 100), 4, "lockstep: all at once");
+  t.is(peakInWindow([], 100), 0);
+});
+
+test("scenario files: every shipped file loads and checks", (t) => {
+  for (const name of ["mass-boot", "throttling-storm", "throttling-storm-fast", "hub-outage", "disabled-wave"]) {
+    const s = load(name);
+    t.is(s.name, name);
+  }
+});
+
+test("scenario check: a bad field is named", (t) => {
+  const error = t.throws(() => checkScenario({ name: "x", seed: 1, devices: { count: 0 } }));
+  t.regex(error!.message, /devices\.count/);
+  const step = t.throws(() => checkScenario({ name: "x", seed: 1, devices: { count: 1 }, timeline: [{ do: "disable" }] }));
+  t.regex(step!.message, /timeline\[0\]\.fraction/);
+});
+
+test("scenario expectations can fail: lockstep retries and an early retry are reported", (t) => {
+  const summary = {
+    total: 10,
+    connected: 10,
+    connectedAtEnd: 10,
+    failed: [],
+    timedOut: [],
+    retries: { count: 10, causes: { "429": 10 }, withRetryAfter: 10, retryAfterMarginMs: -5, scheduleMarginMs: 0, peakPer100ms: 10, distinctShare: 0 },
+    hub: { retries: 0, peakPer100ms: 0, reRegistrations: 0, reprovisionOutcomes: 0 },
+  } as unknown as FleetSummary;
+  const checks = evaluate({ maxPeakShare: 0.1, retryAfterHonoured: true }, summary, 0, 10);
+  t.false(checks.find((c) => c.name === "no lockstep retries")!.ok);
+  t.false(checks.find((c) => c.name === "retry-after and backoff honoured")!.ok);
+});
+
+function failures(report: Awaited<ReturnType<typeof runScenario>>): string {
+  return report.checks.filter((c) => !c.ok).map((c) => `${c.name}: ${c.detail}`).join("\n");
+}
+
+test("fleet mass boot (emulator in a child process): every device provisions once, connects and delivers", async (t) => {
+  const report = await runScenario(load("mass-boot"), { count: 120, staggerMs: 1000, stateDir, separateProcess: true });
+  t.true(report.checks.every((c) => c.ok), failures(report));
+  const s = report.summary;
+  t.is(s.connected, 120);
+  t.is(s.delivered, 120);
+  t.is(s.registers.max, 1, "one register per device: no needless retry");
+  t.is(report.emulatorCounters.dps["202"], 120);
+  t.is(report.emulatorCounters.hub.telemetry, 120);
+  t.truthy(s.timeToConnectedMs);
+});
+
+test("fleet throttling storm: every 429 retry waits for retry-after, and the retries are spread, not in lockstep", async (t) => {
+  // The table, not the numbers, is under test: a shorter backoff cap keeps an unlucky device's
+  // fifth 429 in a row from waiting half a minute. retry-after (2 s) still rules the first retries.
+  const scenario: Scenario = { ...load("throttling-storm-fast"), retryPolicy: { backoff: { initialMs: 1000, maxMs: 4000, multiplier: 2, jitter: 0.5 } } };
+  const report = await runScenario(scenario, { count: 150, stateDir, separateProcess: false });
+  t.true(report.checks.every((c) => c.ok), failures(report));
+  const r = report.summary.retries;
+  t.true(r.count >= 30, `${r.count} retries`);
+  t.is(r.causes["429"], r.count);
+  t.is(r.withRetryAfter, r.count, "each retry followed an answer that carried retry-after");
+  t.true(r.retryAfterMarginMs! >= -TIMER_RESOLUTION_MS, "never before the service's retry-after");
+  t.true(r.distinctShare > 0.9, `retry times are spread: ${r.distinctShare}`);
+  t.true(r.peakPer100ms < r.count / 5, `peak ${r.peakPer100ms} of ${r.count} in 100 ms`);
+  t.is(report.summary.connected, 150);
+  t.is((report.emulatorCounters.dps["429"] ?? 0), r.count, "the emulator answered exactly the 429s the devices report");
+});
+
+test("fleet hub outage: devices retry their cached hub at least 5 s apart, do not re-register, and all come back", async (t) => {
+  const base = load("hub-outage");
+  const scenario: Scenario = {
+    ...base,
+    hubPolicy: { maxDelayMs: 5_000 },
+    timeline: [
+      { after: "settled", waitMs: 500, do: "hub-down" },
+      { waitMs: 6_000, do: "hub-up", mark: "hub-up" },
+      { until: "reconnected", waitMs: 60_000, do: "end" },
+    ],
+  };
+  const report = await runScenario(scenario, { count: 100, staggerMs: 500, stateDir, separateProcess: false });
+  t.true(report.checks.every((c) => c.ok), failures(report));
+  const h = report.summary.hub;
+  t.true(h.retries >= 100, `every device lost its hub: ${h.retries} reconnects scheduled`);
+  t.true(h.minGapMs! >= 5_000, `attempts ≥ 5 s apart: ${h.minGapMs}`);
+  t.true(h.delayMs!.min >= 5_000);
+  t.is(h.reRegistrations, 0, "no DPS registration within the retry window");
+  t.is(report.summary.registers.max, 1);
+  t.true((report.emulatorCounters.hub["connack-3"] ?? 0) > 0, "some devices tried while the hub was away");
+  t.is(report.summary.connectedAtEnd, 100);
+  t.is(report.summary.recoveries["hub-up"]?.devices, 100);
+});
+
+test("fleet disabled wave: the disabled devices re-register once, end terminal with a clear reason; the others stay connected", async (t) => {
+  const report = await runScenario(load("disabled-wave"), { count: 100, staggerMs: 500, stateDir, separateProcess: false });
+  t.true(report.checks.every((c) => c.ok), failures(report));
+  const s = report.summary;
+  t.is(report.wave.length, 10);
+  t.deepEqual(s.failed.map((f) => f.registrationId).sort(), [...report.wave].sort());
+  for (const f of s.failed) {
+    t.is(f.code, "REGISTRATION_FAILED");
+    t.regex(f.message, /disabled/);
+  }
+  t.is(s.hub.reRegistrations, 10, "re-registration exactly where the hub refused the identity");
+  t.is(report.emulatorCounters.hub["connack-5"], 10);
+  t.is(s.connectedAtEnd, 90);
+});
