@@ -10,7 +10,7 @@
 // subscribed, silent clients, after a forced GC, divided by N.
 import { fork, type ChildProcess } from "node:child_process";
 import { readFileSync, mkdtempSync, rmSync } from "node:fs";
-import { cpus, tmpdir, totalmem } from "node:os";
+import { cpus, loadavg, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -36,8 +36,8 @@ const { values } = parseArgs({
 /** Which parts to run (for profiling one of them): tcp, tls, idle, echo. */
 const RUNS = new Set((values.runs ?? "tcp,tls,idle,echo").split(","));
 const quick = values.quick ?? false;
-const N_TCP = Number(values.registrations ?? (quick ? 3000 : 30000));
-const N_TLS = Number(values["tls-registrations"] ?? (quick ? 1000 : 6000));
+const N_TCP = Number(values.registrations ?? (quick ? 3000 : 20000));
+const N_TLS = Number(values["tls-registrations"] ?? (quick ? 1000 : 4000));
 const CONCURRENCY = Number(values.concurrency ?? 100);
 const N_IDLE = Number(values.idle ?? (quick ? 1000 : 5000));
 const HOST = "127.0.0.1";
@@ -79,6 +79,8 @@ interface Measure {
   result: LoadResult;
   perSecond: number;
   serverCpuPercent: number;
+  /** Registrations per second of server CPU time: what one saturated core would do, whatever else runs on the machine. */
+  perCpuSecond: number;
   rssMb: number;
   heapMb: number;
 }
@@ -103,6 +105,7 @@ async function measure(label: string, loader: Loader, request: LoadRequest): Pro
     result,
     perSecond: (result.completed / result.elapsedMs) * 1000,
     serverCpuPercent: ((cpu.user + cpu.system) / 1000 / result.elapsedMs) * 100,
+    perCpuSecond: result.completed / ((cpu.user + cpu.system) / 1e6),
     rssMb: peakRss / 2 ** 20,
     heapMb: peakHeap / 2 ** 20,
   };
@@ -131,6 +134,7 @@ async function idleMemory(loader: Loader, label: string, port: number, tls: bool
 }
 
 async function main(): Promise<void> {
+  const startLoad = loadavg().map((l) => l.toFixed(2)).join(" ");
   const stateDir = mkdtempSync(join(tmpdir(), "emulator-bench-"));
   const loader = new Loader();
   let emulator: Emulator | undefined;
@@ -175,10 +179,11 @@ async function main(): Promise<void> {
 
     const byLabel = Object.fromEntries(results.map((r) => [r.label, r]));
     console.log(`Emulator throughput (node ${process.version}, ${cpus().length} x ${cpus()[0]?.model ?? "cpu"}, ${Math.round(totalmem() / 2 ** 30)} GB; concurrency ${CONCURRENCY})`);
-    console.log("run                  registrations  failed   reg/s   server CPU  peak RSS MB  peak heap MB");
+    console.log(`load average at start ${startLoad}, at end ${loadavg().map((l) => l.toFixed(2)).join(" ")} (other processes share these ${cpus().length} cores)`);
+    console.log("run                  registrations  failed   reg/s   server CPU  reg/CPU-s  peak RSS MB  peak heap MB");
     for (const r of results) {
       console.log(
-        `${r.label.padEnd(20)} ${String(r.result.completed).padStart(13)} ${String(r.result.failed).padStart(7)} ${r.perSecond.toFixed(0).padStart(7)} ${(r.serverCpuPercent.toFixed(0) + "%").padStart(11)} ${r.rssMb.toFixed(1).padStart(12)} ${r.heapMb.toFixed(1).padStart(13)}` +
+        `${r.label.padEnd(20)} ${String(r.result.completed).padStart(13)} ${String(r.result.failed).padStart(7)} ${r.perSecond.toFixed(0).padStart(7)} ${(r.serverCpuPercent.toFixed(0) + "%").padStart(11)} ${r.perCpuSecond.toFixed(0).padStart(10)} ${r.rssMb.toFixed(1).padStart(12)} ${r.heapMb.toFixed(1).padStart(13)}` +
           (r.result.firstError ? `   first error: ${r.result.firstError}` : ""),
       );
     }
@@ -189,7 +194,7 @@ async function main(): Promise<void> {
       console.log(`${("emulator " + i.label).padEnd(20)} ${String(i.opened).padStart(7)} ${i.perConnectionKb.toFixed(1).padStart(12)} ${i.heapKb.toFixed(1).padStart(47)} ${i.rssKb.toFixed(1).padStart(8)}`);
     }
     console.log(`emulator counted ${registrations} assigned registrations`);
-    console.log(JSON.stringify({ results: results.map((r) => ({ label: r.label, ...r.result, perSecond: Math.round(r.perSecond), serverCpuPercent: Math.round(r.serverCpuPercent), rssMb: +r.rssMb.toFixed(1), heapMb: +r.heapMb.toFixed(1) })), idle }));
+    console.log(JSON.stringify({ results: results.map((r) => ({ label: r.label, ...r.result, perSecond: Math.round(r.perSecond), serverCpuPercent: Math.round(r.serverCpuPercent), perCpuSecond: Math.round(r.perCpuSecond), rssMb: +r.rssMb.toFixed(1), heapMb: +r.heapMb.toFixed(1) })), idle }));
   } finally {
     if (emulator) await emulator.stop();
     loader.stop();

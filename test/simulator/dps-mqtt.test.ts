@@ -207,3 +207,18 @@ test("dps: a registration answered while no one listens does not break the next 
   const answer = await provision(em, "quitter", key);
   t.is(answer.status, 200);
 });
+
+test("dps: the emulator listens on ::1 and its certificate covers the IPv6 loopback address", async (t) => {
+  const v6 = await withEmulator({ host: "::1" });
+  t.teardown(() => v6.dispose());
+  v6.addIndividualEnrollment({ registrationId: "over-ipv6", primaryKey: keyFor("over-ipv6") });
+  const client = await RawClient.open(v6.endpoints.dps.tlsPort, { host: "::1", tls: { ca: v6.caPem } });
+  t.teardown(() => client.end());
+  const connack = await client.connect({
+    clientId: "over-ipv6",
+    username: `${v6.idScope}/registrations/over-ipv6/api-version=2021-06-01`,
+    password: dpsToken("over-ipv6", keyFor("over-ipv6"), { idScope: v6.idScope }),
+  });
+  t.is(connack.returnCode, 0);
+  t.is(v6.endpoints.admin.url, `http://[::1]:${v6.endpoints.admin.port}`);
+});
