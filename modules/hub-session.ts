@@ -133,6 +133,7 @@ interface Outgoing {
   readonly tag: number;
   readonly topic: string;
   readonly payload: Uint8Array;
+  readonly properties?: MessageProperties;
   /** PUBACK deadline while in flight. */
   deadline?: number;
 }
@@ -215,7 +216,7 @@ export class HubSession {
     }
     this.#begin(now);
     const tag = this.#nextTag++;
-    this.#waiting.push({ tag, topic: this.#topic + encodeProperties(properties), payload: body });
+    this.#waiting.push({ tag, topic: this.#topic + encodeProperties(properties), payload: body, properties });
     if (this.#phase === "connected") this.#flush();
     return { tag, commands: this.#end() };
   }
@@ -469,8 +470,8 @@ export class HubSession {
   }
 
   /** Messages still waiting or unacknowledged, oldest first (for a caller that must keep them). */
-  pending(): { tag: number; payload: Uint8Array }[] {
-    return [...this.#inFlight, ...this.#waiting].map((m) => ({ tag: m.tag, payload: m.payload }));
+  pending(): { tag: number; payload: Uint8Array; properties?: MessageProperties }[] {
+    return [...this.#inFlight, ...this.#waiting].map((m) => ({ tag: m.tag, payload: m.payload, properties: m.properties }));
   }
 }
 

@@ -321,10 +321,13 @@ export class RegistrationMachine {
 
 function ignore(): void {}
 
-function beginConnect(c: Context): void {
-  let password: string;
+/**
+ * A fresh DPS token signed at `now` (the MQTT password and the lookup's Authorization). An unset
+ * clock or an unusable key ends the machine in `failed` and returns undefined.
+ */
+function signToken(c: Context): string | undefined {
   try {
-    password = dpsSasToken(c.deps.crypto, {
+    return dpsSasToken(c.deps.crypto, {
       idScope: c.config.idScope,
       registrationId: c.config.registrationId,
       symmetricKey: c.config.symmetricKey,
@@ -332,9 +335,17 @@ function beginConnect(c: Context): void {
       resourceForm: c.config.resourceForm ?? "raw",
     });
   } catch (error) {
-    if (error instanceof DpsError) return fail(c, { code: error.code, message: error.message });
+    if (error instanceof DpsError) {
+      fail(c, { code: error.code, message: error.message });
+      return undefined;
+    }
     throw error;
   }
+}
+
+function beginConnect(c: Context): void {
+  const password = signToken(c);
+  if (password === undefined) return;
   const credentials = dpsCredentials({
     idScope: c.config.idScope,
     registrationId: c.config.registrationId,
@@ -501,19 +512,8 @@ function onWaitOver(c: Context): void {
 
 function beginLookup(c: Context): void {
   const lookup = c.config.lookup!;
-  let token: string;
-  try {
-    token = dpsSasToken(c.deps.crypto, {
-      idScope: c.config.idScope,
-      registrationId: c.config.registrationId,
-      symmetricKey: c.config.symmetricKey,
-      expiry: sasExpiry(c.now, c.config.tokenLifetimeSeconds ?? 3600),
-      resourceForm: c.config.resourceForm ?? "raw",
-    });
-  } catch (error) {
-    if (error instanceof DpsError) return fail(c, { code: error.code, message: error.message });
-    throw error;
-  }
+  const token = signToken(c);
+  if (token === undefined) return;
   c.lookups++;
   c.phase = "looking-up";
   status(c, { state: "looking-up" });

@@ -545,13 +545,14 @@ export class DeviceRuntime {
     }
   }
 
+  /** Moves what a hub session still holds (unacknowledged first) to the front of the backlog. */
   #keepPending(hub: HubSession | undefined): void {
     if (!hub) return;
     const kept: Backlog[] = [];
     for (const m of hub.pending()) {
       const id = this.#tagToId.get(m.tag);
       this.#tagToId.delete(m.tag);
-      if (id !== undefined) kept.push({ id, body: m.payload });
+      if (id !== undefined) kept.push({ id, body: m.payload, properties: m.properties });
     }
     this.#backlog = kept.concat(this.#backlog);
   }
@@ -560,19 +561,12 @@ export class DeviceRuntime {
     const hub = this.#hub;
     if (!hub) return;
     this.#hub = undefined;
-    const pending = hub.pending();
+    // Unsent messages wait for the next hub session.
+    this.#keepPending(hub);
     for (const c of hub.handle({ kind: "stop" }, this.#ports.clock())) {
       if (c.kind === "close") this.#closeLink();
       else if (c.kind === "clear-timer") this.#clearTimer();
     }
-    // Unsent messages wait for the next hub session.
-    const kept: Backlog[] = [];
-    for (const m of pending) {
-      const id = this.#tagToId.get(m.tag);
-      this.#tagToId.delete(m.tag);
-      if (id !== undefined) kept.push({ id, body: m.payload });
-    }
-    this.#backlog = kept.concat(this.#backlog);
   }
 
   // -------------------------------------------------------------------------------------------

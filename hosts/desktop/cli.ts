@@ -16,7 +16,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { DPS_GLOBAL_ENDPOINT } from "../../modules/dps-protocol.js";
 import { describeEvent, type RuntimeConfig } from "../../modules/runtime.js";
-import { createDesktopDevice, createTransport, loopbackResolver, type DesktopTransport } from "./device.js";
+import { createDesktopDevice, createTransport, emulatorTransport, type DesktopTransport } from "./device.js";
 import { formatSummary, runFleet } from "./fleet.js";
 import { seededRandom } from "./platform.js";
 
@@ -116,16 +116,7 @@ async function main(): Promise<number> {
       emulator.addIndividualEnrollment({ registrationId: values["registration-id"] ?? "cli-device-001", primaryKey: key });
     }
     process.stdout.write(`emulator: ID scope ${idScope}, DPS ${tls ? "mqtts" : "mqtt"}://127.0.0.1:${tls ? emulator.endpoints.dps.tlsPort : emulator.endpoints.dps.tcpPort}, admin ${emulator.endpoints.admin.url}\n`);
-    transport = createTransport({
-      tls,
-      ca: emulator.caPem,
-      resolve: loopbackResolver({
-        dpsHost: endpoint,
-        dpsPort: tls ? emulator.endpoints.dps.tlsPort : emulator.endpoints.dps.tcpPort,
-        lookupPort: emulator.endpoints.https.port,
-        hubPort: tls ? emulator.endpoints.hub.tlsPort : emulator.endpoints.hub.tcpPort,
-      }),
-    });
+    transport = emulatorTransport(emulator.endpoints, emulator.caPem, endpoint, tls);
   } else {
     if (!idScope) fail("--id-scope is required (or --emulator)");
     transport = createTransport({ tls, ca: values.ca ? readFileSync(values.ca, "utf8") : undefined });

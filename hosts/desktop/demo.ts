@@ -14,7 +14,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { describeEvent, type RuntimeConfig, type RuntimeEvent } from "../../modules/runtime.js";
 import { startEmulator, type Emulator, type FaultRule } from "../../simulator/index.js";
-import { createDesktopDevice, createTransport, loopbackResolver, type DesktopTransport } from "./device.js";
+import { createDesktopDevice, emulatorTransport, type DesktopTransport } from "./device.js";
 import { formatSummary, runFleet } from "./fleet.js";
 import { seededRandom } from "./platform.js";
 
@@ -88,16 +88,7 @@ async function main(): Promise<number> {
   });
   const tls = !values.tcp;
   say(`emulator: DPS mqtts://127.0.0.1:${emulator.endpoints.dps.tlsPort} (tcp ${emulator.endpoints.dps.tcpPort}), hub ${emulator.endpoints.hub.tlsPort}, lookup https ${emulator.endpoints.https.port}, admin ${emulator.endpoints.admin.url}; CA ${emulator.caPath}`);
-  const transport = createTransport({
-    tls,
-    ca: emulator.caPem,
-    resolve: loopbackResolver({
-      dpsHost: DPS_HOST,
-      dpsPort: tls ? emulator.endpoints.dps.tlsPort : emulator.endpoints.dps.tcpPort,
-      lookupPort: emulator.endpoints.https.port,
-      hubPort: tls ? emulator.endpoints.hub.tlsPort : emulator.endpoints.hub.tcpPort,
-    }),
-  });
+  const transport = emulatorTransport(emulator.endpoints, emulator.caPem, DPS_HOST, tls);
   try {
     if (values.fleet) return await fleet(emulator, transport, Number(values.fleet));
     return await single(emulator, transport, demoDir);

@@ -56,6 +56,31 @@ export function loopbackResolver(e: LoopbackEndpoints): AddressResolver {
   };
 }
 
+/** The listening ports of a DPS + IoT Hub emulator, as `startEmulator` reports them. */
+export interface EmulatorEndpoints {
+  readonly dps: { readonly tlsPort: number; readonly tcpPort: number };
+  readonly hub: { readonly tlsPort: number; readonly tcpPort: number };
+  readonly https: { readonly port: number };
+}
+
+/**
+ * A transport whose devices reach an emulator on this machine: `dpsHost` (the devices'
+ * globalEndpoint) goes to its DPS port, 443 to its HTTPS lookup, every hub name to its hub port;
+ * TLS (default) trusts the emulator's CA.
+ */
+export function emulatorTransport(endpoints: EmulatorEndpoints, caPem: string, dpsHost: string, tls = true): DesktopTransport {
+  return createTransport({
+    tls,
+    ca: caPem,
+    resolve: loopbackResolver({
+      dpsHost,
+      dpsPort: tls ? endpoints.dps.tlsPort : endpoints.dps.tcpPort,
+      lookupPort: endpoints.https.port,
+      hubPort: tls ? endpoints.hub.tlsPort : endpoints.hub.tcpPort,
+    }),
+  });
+}
+
 export interface DesktopDeviceOptions {
   readonly config: RuntimeConfig;
   readonly transport: DesktopTransport;

@@ -17,15 +17,9 @@ test.after.always(async () => {
   await world?.stop();
 });
 
-function enroll(registrationId: string): string {
-  const key = newKey();
-  world.emulator.addIndividualEnrollment({ registrationId, primaryKey: key });
-  return key;
-}
-
 test("e2e cold start provisions, caches, sends telemetry; a warm start skips DPS entirely", async (t) => {
   const registrationId = "e2e-warm";
-  const key = enroll(registrationId);
+  const key = world.enroll(registrationId);
   const flash = join(world.dir, `${registrationId}.flash`);
   const cold = new TestDevice(world, { registrationId, symmetricKey: key }, flash);
   cold.runtime.start();
@@ -52,7 +46,7 @@ test("e2e cold start provisions, caches, sends telemetry; a warm start skips DPS
 
 test("e2e messages sent before the hub connection are queued and delivered; a full queue is a clear error", async (t) => {
   const registrationId = "e2e-queue";
-  const key = enroll(registrationId);
+  const key = world.enroll(registrationId);
   const device = new TestDevice(world, { registrationId, symmetricKey: key, hub: { maxQueue: 3 } });
   device.runtime.start();
   const ids = [device.runtime.send({ n: 1 }), device.runtime.send({ n: 2 }), device.runtime.send({ n: 3 })];
@@ -65,7 +59,7 @@ test("e2e messages sent before the hub connection are queued and delivered; a fu
 
 test("e2e the hub refuses the cached identity (CONNACK 5): cache invalidated, DPS again, a new record, connected", async (t) => {
   const registrationId = "e2e-hub-refused";
-  const key = enroll(registrationId);
+  const key = world.enroll(registrationId);
   const flash = join(world.dir, `${registrationId}.flash`);
   const first = new TestDevice(world, { registrationId, symmetricKey: key }, flash);
   first.runtime.start();
@@ -94,7 +88,7 @@ test("e2e the hub refuses the cached identity (CONNACK 5): cache invalidated, DP
 
 test("e2e the hub unavailable (CONNACK 3): keeps retrying the cached hub at least 5 s apart, never DPS", async (t) => {
   const registrationId = "e2e-hub-unavailable";
-  const key = enroll(registrationId);
+  const key = world.enroll(registrationId);
   const flash = join(world.dir, `${registrationId}.flash`);
   const first = new TestDevice(world, { registrationId, symmetricKey: key }, flash);
   first.runtime.start();
@@ -113,7 +107,7 @@ test("e2e the hub unavailable (CONNACK 3): keeps retrying the cached hub at leas
 
 test("e2e a forced re-provision asks DPS while connected and comes back connected", async (t) => {
   const registrationId = "e2e-forced";
-  const key = enroll(registrationId);
+  const key = world.enroll(registrationId);
   const device = new TestDevice(world, { registrationId, symmetricKey: key });
   device.runtime.start();
   await device.connected();
@@ -127,7 +121,7 @@ test("e2e a forced re-provision asks DPS while connected and comes back connecte
 
 test("e2e a power cut during the cache write loses nothing: the next boot finds the old or the new record, never garbage", async (t) => {
   const registrationId = "e2e-power-cut";
-  const key = enroll(registrationId);
+  const key = world.enroll(registrationId);
   const path = join(world.dir, `${registrationId}.flash`);
   const first = new TestDevice(world, { registrationId, symmetricKey: key }, path);
   first.runtime.start();

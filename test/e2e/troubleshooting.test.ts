@@ -14,16 +14,10 @@ test.after.always(async () => {
   await world?.stop();
 });
 
-function enroll(registrationId: string): string {
-  const key = newKey();
-  world.emulator.addIndividualEnrollment({ registrationId, primaryKey: key });
-  return key;
-}
-
 for (const status of [400, 405, 409, 412, 415]) {
   test(`e2e ${status} on register: terminal after one request, reported with code, tracking id and message`, async (t) => {
     const registrationId = `e2e-terminal-${status}`;
-    const key = enroll(registrationId);
+    const key = world.enroll(registrationId);
     world.emulator.addFault({ step: "register", registrationId, status });
     const device = new TestDevice(world, { registrationId, symmetricKey: key });
     device.runtime.start();
@@ -43,7 +37,7 @@ for (const status of [400, 405, 409, 412, 415]) {
 for (const status of [401, 403, 404]) {
   test(`e2e ${status} on register once: re-registers with a fresh token and connects`, async (t) => {
     const registrationId = `e2e-reauth-${status}`;
-    const key = enroll(registrationId);
+    const key = world.enroll(registrationId);
     world.emulator.addFault({ step: "register", registrationId, status, times: 1 });
     const device = new TestDevice(world, { registrationId, symmetricKey: key });
     device.runtime.start();
@@ -58,7 +52,7 @@ for (const status of [401, 403, 404]) {
 
 test("e2e 401 on every register: AUTHENTICATION_FAILED after the bounded re-registrations, telling to check key and clock", async (t) => {
   const registrationId = "e2e-reauth-always";
-  const key = enroll(registrationId);
+  const key = world.enroll(registrationId);
   world.emulator.addFault({ step: "register", registrationId, status: 401 });
   const device = new TestDevice(world, { registrationId, symmetricKey: key });
   device.runtime.start();
@@ -71,7 +65,7 @@ test("e2e 401 on every register: AUTHENTICATION_FAILED after the bounded re-regi
 
 test("e2e a wrong key: the emulator's real SAS check refuses it, and the device stops with AUTHENTICATION_FAILED", async (t) => {
   const registrationId = "e2e-wrong-key";
-  enroll(registrationId);
+  world.enroll(registrationId);
   const device = new TestDevice(world, { registrationId, symmetricKey: newKey() });
   device.runtime.start();
   const end = await device.settled();
@@ -81,7 +75,7 @@ test("e2e a wrong key: the emulator's real SAS check refuses it, and the device 
 
 test("e2e 429 with retry-after: waits at least retry-after, with jitter, then connects", async (t) => {
   const registrationId = "e2e-throttled";
-  const key = enroll(registrationId);
+  const key = world.enroll(registrationId);
   world.emulator.addFault({ step: "register", registrationId, status: 429, retryAfter: 1, times: 2 });
   const device = new TestDevice(world, { registrationId, symmetricKey: key });
   const started = Date.now();
@@ -101,7 +95,7 @@ test("e2e 429 with retry-after: waits at least retry-after, with jitter, then co
 for (const status of [500, 503]) {
   test(`e2e ${status} on register, never processed: the status lookup finds nothing, so the device registers again`, async (t) => {
     const registrationId = `e2e-server-${status}`;
-    const key = enroll(registrationId);
+    const key = world.enroll(registrationId);
     world.emulator.addFault({ step: "register", registrationId, status, times: 1 });
     const device = new TestDevice(world, { registrationId, symmetricKey: key });
     device.runtime.start();
@@ -116,7 +110,7 @@ for (const status of [500, 503]) {
 
 test("e2e 500 on register after DPS already assigned the device: the lookup shows it assigned, and no second registration is sent", async (t) => {
   const registrationId = "e2e-server-lookup-assigned";
-  const key = enroll(registrationId);
+  const key = world.enroll(registrationId);
   // A first device run leaves a registration record at DPS (as a register whose answer was lost would).
   const first = new TestDevice(world, { registrationId, symmetricKey: key });
   first.runtime.start();
@@ -140,7 +134,7 @@ test("e2e 500 on register after DPS already assigned the device: the lookup show
 
 test("e2e the connection dropped instead of an answer to the register: recovers by lookup and connects", async (t) => {
   const registrationId = "e2e-dropped";
-  const key = enroll(registrationId);
+  const key = world.enroll(registrationId);
   world.emulator.addFault({ step: "register", registrationId, drop: true, times: 1 });
   const device = new TestDevice(world, { registrationId, symmetricKey: key });
   device.runtime.start();
@@ -151,7 +145,7 @@ test("e2e the connection dropped instead of an answer to the register: recovers 
 
 test("e2e CONNACK 3 from DPS: reconnects after a backoff and connects", async (t) => {
   const registrationId = "e2e-connack-3";
-  const key = enroll(registrationId);
+  const key = world.enroll(registrationId);
   world.emulator.addFault({ step: "connect", registrationId, connack: 3, times: 1 });
   const device = new TestDevice(world, { registrationId, symmetricKey: key });
   device.runtime.start();
@@ -162,7 +156,7 @@ test("e2e CONNACK 3 from DPS: reconnects after a backoff and connects", async (t
 
 test("e2e a non-JSON answer to the register: treated as a server fault, recovered", async (t) => {
   const registrationId = "e2e-non-json";
-  const key = enroll(registrationId);
+  const key = world.enroll(registrationId);
   world.emulator.addFault({ step: "register", registrationId, malformed: "non-json", times: 1 });
   const device = new TestDevice(world, { registrationId, symmetricKey: key });
   device.runtime.start();

@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { FlashPort } from "../../modules/flash.js";
 import type { DeviceRuntime, RuntimeConfig, RuntimeEvent } from "../../modules/runtime.js";
-import { createDesktopDevice, createTransport, loopbackResolver, type DesktopTransport } from "../../hosts/desktop/device.js";
+import { createDesktopDevice, emulatorTransport, type DesktopTransport } from "../../hosts/desktop/device.js";
 import { startEmulator, type Emulator, type EmulatorConfig } from "../../simulator/index.js";
 import { projectRoot } from "./xs.js";
 
@@ -24,6 +24,8 @@ export interface World {
   readonly emulator: Emulator;
   readonly transport: DesktopTransport;
   readonly dir: string;
+  /** Adds an individual enrollment with a fresh key and returns the key. */
+  enroll(registrationId: string): string;
   stop(): Promise<void>;
 }
 
@@ -33,21 +35,17 @@ export async function startWorld(config: Partial<EmulatorConfig> = {}, tls = tru
     seed: 7,
     config: { idScope: "0ne0000E2E0", hubs: [{ hostName: "hub-1.azure-devices.localhost" }, { hostName: "hub-2.azure-devices.localhost" }], retryAfterSeconds: 0, ...config },
   });
-  const transport = createTransport({
-    tls,
-    ca: emulator.caPem,
-    resolve: loopbackResolver({
-      dpsHost: DPS_HOST,
-      dpsPort: tls ? emulator.endpoints.dps.tlsPort : emulator.endpoints.dps.tcpPort,
-      lookupPort: emulator.endpoints.https.port,
-      hubPort: tls ? emulator.endpoints.hub.tlsPort : emulator.endpoints.hub.tcpPort,
-    }),
-  });
+  const transport = emulatorTransport(emulator.endpoints, emulator.caPem, DPS_HOST, tls);
   const dir = mkdtempSync(join(tmpdir(), "dps-e2e-"));
   return {
     emulator,
     transport,
     dir,
+    enroll(registrationId) {
+      const key = newKey();
+      emulator.addIndividualEnrollment({ registrationId, primaryKey: key });
+      return key;
+    },
     async stop() {
       await emulator.stop();
       rmSync(dir, { recursive: true, force: true });
