@@ -2,6 +2,7 @@
 // emulator (node:net/tls, mqtt-packet), answering the registration exchange with canned replies
 // and no checks at all (no token, no JSON, no state). Emulator / echo is the emulator's share of
 // what the wire itself allows on this machine.
+import { constants } from "node:crypto";
 import { createServer as createTcpServer, type AddressInfo, type Server, type Socket } from "node:net";
 import { createServer as createTlsServer } from "node:tls";
 import { generate, parser as createParser, type Packet } from "mqtt-packet";
@@ -54,14 +55,15 @@ function serve(socket: Socket): void {
   socket.on("error", () => {});
 }
 
-export async function startEcho(host: string, tls?: { cert: string; key: string }): Promise<{ port: number; server: Server; stop(): Promise<void> }> {
+/** `tls` takes the emulator's certificate and TLS settings, so that the two handshakes cost the same. */
+export async function startEcho(host: string, tls?: { cert: string; key: string; maxVersion: "TLSv1.2" | "TLSv1.3" }): Promise<{ port: number; server: Server; stop(): Promise<void> }> {
   const sockets = new Set<Socket>();
   const track = (s: Socket): void => {
     sockets.add(s);
     s.on("close", () => sockets.delete(s));
   };
   const server: Server = tls
-    ? createTlsServer({ cert: tls.cert, key: tls.key }, (s) => {
+    ? createTlsServer({ cert: tls.cert, key: tls.key, minVersion: "TLSv1.2", maxVersion: tls.maxVersion, secureOptions: constants.SSL_OP_NO_TICKET, noDelay: true }, (s) => {
         track(s);
         serve(s);
       })

@@ -31,6 +31,7 @@ const { values } = parseArgs({
     idle: { type: "string" },
     quick: { type: "boolean" },
     runs: { type: "string" },
+    "tls-max-version": { type: "string" },
   },
 });
 /** Which parts to run (for profiling one of them): tcp, tls, idle, echo. */
@@ -41,6 +42,7 @@ const N_TLS = Number(values["tls-registrations"] ?? (quick ? 1000 : 4000));
 const CONCURRENCY = Number(values.concurrency ?? 100);
 const N_IDLE = Number(values.idle ?? (quick ? 1000 : 5000));
 const HOST = "127.0.0.1";
+const TLS_MAX = values["tls-max-version"] === "TLSv1.2" ? "TLSv1.2" : "TLSv1.3";
 const GROUP_KEY = Buffer.alloc(32, 7).toString("base64");
 const ID_SCOPE = "0ne0000bench";
 
@@ -141,6 +143,7 @@ async function main(): Promise<void> {
   try {
     emulator = await startEmulator({
       host: HOST,
+      tlsMaxVersion: TLS_MAX,
       stateDir,
       seed: 1,
       config: {
@@ -172,13 +175,13 @@ async function main(): Promise<void> {
     await loader.run({ ...base, kind: "register", port: echoTcp.port, tls: false, count: Math.min(2000, N_TCP), prefix: "warm-echo" });
     results.push(await measure("echo ceiling TCP", loader, { ...base, kind: "register", port: echoTcp.port, tls: false, count: N_TCP, prefix: "echo-tcp" }));
     await echoTcp.stop();
-    const echoTls = await startEcho(HOST, { cert: identity.certPem, key: identity.keyPem });
+    const echoTls = await startEcho(HOST, { cert: identity.certPem, key: identity.keyPem, maxVersion: TLS_MAX });
     results.push(await measure("echo ceiling TLS", loader, { ...base, kind: "register", port: echoTls.port, tls: true, count: N_TLS, prefix: "echo-tls" }));
     await echoTls.stop();
     }
 
     const byLabel = Object.fromEntries(results.map((r) => [r.label, r]));
-    console.log(`Emulator throughput (node ${process.version}, ${cpus().length} x ${cpus()[0]?.model ?? "cpu"}, ${Math.round(totalmem() / 2 ** 30)} GB; concurrency ${CONCURRENCY})`);
+    console.log(`Emulator throughput (TLS up to ${TLS_MAX}; node ${process.version}, ${cpus().length} x ${cpus()[0]?.model ?? "cpu"}, ${Math.round(totalmem() / 2 ** 30)} GB; concurrency ${CONCURRENCY})`);
     console.log(`load average at start ${startLoad}, at end ${loadavg().map((l) => l.toFixed(2)).join(" ")} (other processes share these ${cpus().length} cores)`);
     console.log("run                  registrations  failed   reg/s   server CPU  reg/CPU-s  peak RSS MB  peak heap MB");
     for (const r of results) {

@@ -22,6 +22,7 @@ const USAGE = `usage: dps-emulator [options]
   --admin-port N         admin HTTP API (default 8090)
   --state-dir DIR        where the CA is kept (default .cache/emulator)
   --clock-skew S         SAS expiry tolerance in seconds (default 300)
+  --tls-max-version V    TLSv1.2 or TLSv1.3 (default TLSv1.3)
   --fault JSON           a fault rule; repeatable
   --log-level LEVEL      error | warn | info | debug (default info)
   --help                 this text
@@ -55,6 +56,7 @@ async function main(): Promise<void> {
         "admin-port": { type: "string" },
         "state-dir": { type: "string" },
         "clock-skew": { type: "string" },
+        "tls-max-version": { type: "string" },
         fault: { type: "string", multiple: true },
         "log-level": { type: "string" },
         help: { type: "boolean" },
@@ -75,6 +77,8 @@ async function main(): Promise<void> {
   if (seed !== undefined && !Number.isInteger(seed)) fail("--seed must be an integer");
   const skew = v["clock-skew"] === undefined ? undefined : Number(v["clock-skew"]);
   if (skew !== undefined && !(Number.isInteger(skew) && skew >= 0)) fail("--clock-skew must be a whole number of seconds");
+  const tlsMaxVersion = v["tls-max-version"];
+  if (tlsMaxVersion !== undefined && tlsMaxVersion !== "TLSv1.2" && tlsMaxVersion !== "TLSv1.3") fail("--tls-max-version must be TLSv1.2 or TLSv1.3");
   const faults: FaultRule[] = (v.fault ?? []).map((text, i) => {
     let rule: FaultRule;
     try {
@@ -104,6 +108,7 @@ async function main(): Promise<void> {
       adminPort: port(v["admin-port"], "admin-port", 8090),
       stateDir: v["state-dir"],
       clockSkewSeconds: skew,
+      tlsMaxVersion,
       logLevel: level,
       log: (entry) => process.stderr.write(JSON.stringify(entry) + "\n"),
     });

@@ -2,6 +2,7 @@
 // plain TCP), the HTTPS status lookup and the admin API on loopback, and returns a handle that
 // tests and the demo drive and stop. It is an independent implementation of the service side of
 // the protocol (node:crypto and mqtt-packet), and imports nothing from modules/.
+import { constants as cryptoConstants } from "node:crypto";
 import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
 import { createServer as createHttpsServer, type Server as HttpsServer } from "node:https";
 import { createServer as createTcpServer, type AddressInfo, type Server as TcpServer, type Socket } from "node:net";
@@ -57,6 +58,8 @@ export interface EmulatorOptions {
   logLevel?: LogLevel;
   /** Close connections that send no CONNECT within this time (default 10,000 ms). */
   connectTimeoutMs?: number;
+  /** Highest TLS version offered (default "TLSv1.3"; "TLSv1.2" is cheaper per handshake). TLS 1.2 is the minimum. */
+  tlsMaxVersion?: "TLSv1.2" | "TLSv1.3";
 }
 
 export interface EmulatorCounters {
@@ -183,8 +186,16 @@ class EmulatorImpl implements Emulator {
 
   async listen(options: EmulatorOptions, tls: { certPem: string; keyPem: string }): Promise<void> {
     const host = options.host ?? "127.0.0.1";
-    // Nagle off on every listener (tls.Server passes its options down to net.Server).
-    const tlsOptions = { cert: tls.certPem, key: tls.keyPem, minVersion: "TLSv1.2" as const, noDelay: true };
+    // Nagle off on every listener (tls.Server passes its options down to net.Server). No session
+    // tickets: devices do not resume sessions, and issuing tickets costs every handshake.
+    const tlsOptions = {
+      cert: tls.certPem,
+      key: tls.keyPem,
+      minVersion: "TLSv1.2" as const,
+      maxVersion: options.tlsMaxVersion ?? ("TLSv1.3" as const),
+      secureOptions: cryptoConstants.SSL_OP_NO_TICKET,
+      noDelay: true,
+    };
     const mqtt = (kind: "dps" | "hub", secure: boolean): TcpServer => {
       const accept = (socket: Socket): void => {
         const session =
