@@ -11,6 +11,7 @@ const tsc = join(root, "node_modules", "typescript", "bin", "tsc");
 export function build() {
   execFileSync(process.execPath, [tsc, "-p", "modules/tsconfig.json"], { stdio: "inherit", cwd: root });
   execFileSync(process.execPath, [tsc, "-p", "tsconfig.json"], { stdio: "inherit", cwd: root });
+  execFileSync(process.execPath, [tsc, "-p", "hosts/moddable/tsconfig.json"], { stdio: "inherit", cwd: root }); // the Moddable host against its SDK declarations (no emit)
   wrapTweetnacl(join(root, "build", "modules", "tweetnacl.js"));
 }
 

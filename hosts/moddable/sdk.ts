@@ -72,7 +72,7 @@ export interface TimerModule {
 /** `embedded:storage/flash` on the ESP32: an open partition. */
 export interface FlashPartition {
   read(byteLength: number, byteOffset: number): ArrayBuffer;
-  write(data: BufferSource, byteOffset: number): void;
+  write(data: ArrayBuffer, byteOffset: number): void;
   /** Erases blocks `start` up to (not including) `end`; one block when `end` is absent. */
   eraseBlock(start: number, end?: number): void;
   status(): { readonly size: number; readonly blockLength: number; readonly blocks: number };
