@@ -1,11 +1,15 @@
 // Emulator throughput and memory. Run: node build/bench/emulator.js [--registrations N]
-// [--tls-registrations N] [--concurrency C] [--idle N] [--quick]
+// [--tls-registrations N] [--concurrency C] [--idle N] [--repeat R] [--runs tcp,tls,idle,echo]
+// [--tls-max-version TLSv1.2] [--quick]
 //
 // The emulator runs in this process; the load comes from a child process (bench/emulator-load.ts)
 // so the two do not share a core's event loop, and this process's CPU time and memory are the
 // server's alone. Each load client does complete registrations (TCP or TLS connect, CONNECT,
 // SUBSCRIBE, register -> 202, poll -> 200, DISCONNECT) with retry-after 0. The same load against
 // a trivial mqtt-packet echo server (bench/emulator-echo.ts) gives the ceiling of this machine.
+// Emulator and echo rounds alternate and the best round of each is reported, because the machine
+// is shared: the load average and the server's CPU share are printed with the figures, and
+// "reg/CPU-s" (registrations per second of server CPU time) is the figure least moved by others.
 // Memory per idle connection: the server's heap + external + RSS growth with N connected,
 // subscribed, silent clients, after a forced GC, divided by N.
 import { fork, type ChildProcess } from "node:child_process";
@@ -31,6 +35,7 @@ const { values } = parseArgs({
     idle: { type: "string" },
     quick: { type: "boolean" },
     runs: { type: "string" },
+    repeat: { type: "string" },
     "tls-max-version": { type: "string" },
   },
 });
@@ -41,6 +46,7 @@ const N_TCP = Number(values.registrations ?? (quick ? 3000 : 20000));
 const N_TLS = Number(values["tls-registrations"] ?? (quick ? 1000 : 4000));
 const CONCURRENCY = Number(values.concurrency ?? 100);
 const N_IDLE = Number(values.idle ?? (quick ? 1000 : 5000));
+const REPEAT = Number(values.repeat ?? (quick ? 1 : 3));
 const HOST = "127.0.0.1";
 const TLS_MAX = values["tls-max-version"] === "TLSv1.2" ? "TLSv1.2" : "TLSv1.3";
 const GROUP_KEY = Buffer.alloc(32, 7).toString("base64");
@@ -157,32 +163,44 @@ async function main(): Promise<void> {
       },
     });
     const base = { host: HOST, idScope: ID_SCOPE, groupKey: GROUP_KEY, concurrency: CONCURRENCY } as const;
-    // Warm-up: JIT and TLS code paths.
+    const identity = JSON.parse(readFileSync(join(stateDir, "identity.json"), "utf8")) as { certPem: string; keyPem: string };
+    const echoTcp = await startEcho(HOST);
+    const echoTls = await startEcho(HOST, { cert: identity.certPem, key: identity.keyPem, maxVersion: TLS_MAX });
+    // Warm-up: JIT and TLS code paths of both servers.
     await loader.run({ ...base, kind: "register", port: emulator.endpoints.dps.tcpPort, tls: false, count: Math.min(2000, N_TCP), prefix: "warm-tcp" });
     await loader.run({ ...base, kind: "register", port: emulator.endpoints.dps.tlsPort, tls: true, count: Math.min(300, N_TLS), prefix: "warm-tls" });
+    await loader.run({ ...base, kind: "register", port: echoTcp.port, tls: false, count: Math.min(2000, N_TCP), prefix: "warm-echo" });
 
+    // Emulator and echo runs alternate, so that both see the same machine (other processes come and go).
+    const all: Measure[] = [];
+    for (let round = 0; round < REPEAT; round++) {
+      gc();
+      if (RUNS.has("tcp")) all.push(await measure("emulator TCP", loader, { ...base, kind: "register", port: emulator.endpoints.dps.tcpPort, tls: false, count: N_TCP, prefix: `tcp-${round}` }));
+      gc();
+      if (RUNS.has("echo") && RUNS.has("tcp")) all.push(await measure("echo ceiling TCP", loader, { ...base, kind: "register", port: echoTcp.port, tls: false, count: N_TCP, prefix: `echo-tcp-${round}` }));
+      gc();
+      if (RUNS.has("tls")) all.push(await measure("emulator TLS", loader, { ...base, kind: "register", port: emulator.endpoints.dps.tlsPort, tls: true, count: N_TLS, prefix: `tls-${round}` }));
+      gc();
+      if (RUNS.has("echo") && RUNS.has("tls")) all.push(await measure("echo ceiling TLS", loader, { ...base, kind: "register", port: echoTls.port, tls: true, count: N_TLS, prefix: `echo-tls-${round}` }));
+    }
+    await echoTcp.stop();
+    await echoTls.stop();
+    // The best round of each: the one least disturbed by whatever else ran on the machine.
     const results: Measure[] = [];
-    if (RUNS.has("tcp")) results.push(await measure("emulator TCP", loader, { ...base, kind: "register", port: emulator.endpoints.dps.tcpPort, tls: false, count: N_TCP, prefix: "tcp" }));
-    if (RUNS.has("tls")) results.push(await measure("emulator TLS", loader, { ...base, kind: "register", port: emulator.endpoints.dps.tlsPort, tls: true, count: N_TLS, prefix: "tls" }));
+    for (const m of all) {
+      const i = results.findIndex((r) => r.label === m.label);
+      if (i < 0) results.push(m);
+      else if (m.perSecond > results[i].perSecond) results[i] = m;
+    }
     const idle = RUNS.has("idle") ? [await idleMemory(loader, "TCP", emulator.endpoints.dps.tcpPort, false), await idleMemory(loader, "TLS", emulator.endpoints.dps.tlsPort, true)] : [];
     const registrations = emulator.counters().registrations;
     await emulator.stop();
     emulator = undefined;
 
-    const identity = JSON.parse(readFileSync(join(stateDir, "identity.json"), "utf8")) as { certPem: string; keyPem: string };
-    if (RUNS.has("echo")) {
-    const echoTcp = await startEcho(HOST);
-    await loader.run({ ...base, kind: "register", port: echoTcp.port, tls: false, count: Math.min(2000, N_TCP), prefix: "warm-echo" });
-    results.push(await measure("echo ceiling TCP", loader, { ...base, kind: "register", port: echoTcp.port, tls: false, count: N_TCP, prefix: "echo-tcp" }));
-    await echoTcp.stop();
-    const echoTls = await startEcho(HOST, { cert: identity.certPem, key: identity.keyPem, maxVersion: TLS_MAX });
-    results.push(await measure("echo ceiling TLS", loader, { ...base, kind: "register", port: echoTls.port, tls: true, count: N_TLS, prefix: "echo-tls" }));
-    await echoTls.stop();
-    }
-
     const byLabel = Object.fromEntries(results.map((r) => [r.label, r]));
     console.log(`Emulator throughput (TLS up to ${TLS_MAX}; node ${process.version}, ${cpus().length} x ${cpus()[0]?.model ?? "cpu"}, ${Math.round(totalmem() / 2 ** 30)} GB; concurrency ${CONCURRENCY})`);
     console.log(`load average at start ${startLoad}, at end ${loadavg().map((l) => l.toFixed(2)).join(" ")} (other processes share these ${cpus().length} cores)`);
+    console.log(`best of ${REPEAT} alternating rounds per run; every round: ${all.map((r) => `${r.label} ${r.perSecond.toFixed(0)}`).join(", ")}`);
     console.log("run                  registrations  failed   reg/s   server CPU  reg/CPU-s  peak RSS MB  peak heap MB");
     for (const r of results) {
       console.log(
