@@ -11,7 +11,8 @@
  *   cold    provisioning: wall time from the first boot to the last device assigned by DPS, and to
  *           the last device connected to its hub (each device goes on to its hub as soon as it is
  *           assigned); CPU (user + system) of the process over that time; its peak RSS.
- *   warm    holding N hub sessions: ours starts from the assignment its flash cache kept, the
+ *   warm    holding N hub sessions: ours starts from the assignment its flash cache kept (the cold
+ *           phase runs on in-memory flash, whose images are then written to NOR-flash files), the
  *           official device client from the assignment its provisioning client returned; once all
  *           are open, after a full GC, RSS and JS heap (+ external) minus the baseline taken after
  *           loading the modules, divided by N. A process that only holds sessions, so the figure is
@@ -102,6 +103,14 @@ async function runOurs(job: Job): Promise<PhaseResult> {
   const { createTransport, loopbackResolver } = await import("../hosts/desktop/device.js");
   const { runFleet } = await import("../hosts/desktop/fleet.js");
   const { join } = await import("node:path");
+  const { MemoryFlash } = await import("../modules/flash.js");
+  const { DESKTOP_FLASH_GEOMETRY } = await import("../hosts/desktop/device.js");
+  const { writeFileSync } = await import("node:fs");
+  // Cold: in-memory flash (the official client keeps no cache, and the file flash's fsync per
+  // write would time the disk); the images are written out afterwards for the warm phase, which
+  // opens them as NOR-flash files.
+  const memory = job.phase === "provision" ? Array.from({ length: job.devices }, () => new MemoryFlash(DESKTOP_FLASH_GEOMETRY)) : undefined;
+  const flashPath = (i: number) => join(job.flashDir, `${idOf("ours", i)}.flash`);
   const transport = createTransport({
     tls: true,
     ca: job.caPem,
@@ -121,7 +130,7 @@ async function runOurs(job: Job): Promise<PhaseResult> {
     transport,
     messages: 0,
     timeoutMs: CHILD_TIMEOUT_MS - 30_000,
-    flashFor: (i) => join(job.flashDir, `${idOf("ours", i)}.flash`),
+    flashFor: (i) => memory?.[i] ?? flashPath(i),
     configFor: (i) => ({ idScope: job.idScope, registrationId: idOf("ours", i), groupKey: job.groupKey, globalEndpoint: DPS_HOST }),
     onEvent: (_i, _id, e: RuntimeEvent) => {
       if (e.source === "assignment" && ++assigned === job.devices) provisionWallMs = performance.now() - t0;
@@ -135,6 +144,8 @@ async function runOurs(job: Job): Promise<PhaseResult> {
       if (job.phase === "hold") held = await gcAndMeasure();
     },
   });
+  const size = DESKTOP_FLASH_GEOMETRY.sectorSize * DESKTOP_FLASH_GEOMETRY.sectorCount;
+  memory?.forEach((flash, i) => writeFileSync(flashPath(i), flash.read(0, size)));
   return result(job, assigned, summary.connected, provisionWallMs, connectWallMs, cpuMs, baseline, held, errors);
 }
 

@@ -7,7 +7,8 @@
 import test from "ava";
 import { join } from "node:path";
 import { TIMER_RESOLUTION_MS, evaluate, checkScenario, loadScenario, runScenario, type Scenario } from "../hosts/desktop/scenario.js";
-import { peakInWindow, percentiles, type FleetSummary } from "../hosts/desktop/fleet.js";
+import { ConnectGate, peakInWindow, percentiles, type FleetSummary } from "../hosts/desktop/fleet.js";
+import type { MqttConnector, MqttSessionCallbacks } from "../modules/ports.js";
 import { projectRoot } from "./support/xs.js";
 
 const scenarios = join(projectRoot, "hosts", "desktop", "scenarios");
@@ -125,4 +126,37 @@ test("fleet disabled wave: the disabled devices re-register once, end terminal w
   t.is(s.hub.reRegistrations, 10, "re-registration exactly where the hub refused the identity");
   t.is(report.emulatorCounters.hub["connack-5"], 10);
   t.is(s.connectedAtEnd, 90);
+});
+
+test("fleet ConnectGate: at most `limit` connections before CONNACK, the rest in turn, pipelined packets kept in order, a closed waiter skipped", (t) => {
+  const log: string[] = [];
+  const opened: { id: string; callbacks: MqttSessionCallbacks }[] = [];
+  const inner: MqttConnector = {
+    connect(options, callbacks) {
+      opened.push({ id: options.clientId, callbacks });
+      log.push(`connect ${options.clientId}`);
+      return {
+        subscribe: (topic) => (log.push(`subscribe ${options.clientId} ${topic}`), 1),
+        publish: (topic) => (log.push(`publish ${options.clientId} ${topic}`), 2),
+        close: () => log.push(`close ${options.clientId}`),
+      };
+    },
+  };
+  const gate = new ConnectGate(inner, 2);
+  const none: MqttSessionCallbacks = { onConnack() {}, onSuback() {}, onMessage() {}, onPuback() {}, onClose() {} };
+  const connect = (id: string) => gate.connect({ host: "h", port: 1, clientId: id, username: "u", password: "p", keepAliveSeconds: 0, cleanSession: true }, none);
+  connect("a");
+  connect("b");
+  const c = connect("c");
+  c.subscribe("s", 1);
+  t.is(c.publish("p", new Uint8Array(0), 1), 0, "a waiting session answers packet id 0");
+  const d = connect("d");
+  connect("e");
+  t.deepEqual(opened.map((o) => o.id), ["a", "b"]);
+  d.close();
+  opened[0].callbacks.onConnack(0, false);
+  t.deepEqual(opened.map((o) => o.id), ["a", "b", "c"]);
+  t.deepEqual(log.slice(-3), ["connect c", "subscribe c s", "publish c p"], "pipelined packets replayed in order");
+  opened[1].callbacks.onClose({ kind: "closed", message: "x" });
+  t.deepEqual(opened.map((o) => o.id), ["a", "b", "c", "e"], "d was closed while waiting: skipped");
 });

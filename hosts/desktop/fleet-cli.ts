@@ -21,6 +21,8 @@ const usage = `usage: dps-fleet --scenario FILE [options]
   --count N         replace the scenario's number of devices
   --seed N          replace the scenario's seed
   --in-process      run the emulator in this process (default: a child process)
+  --max-connecting N  connections in their handshake at once, the others wait their turn
+                    (default: the scenario's host.maxConnecting, else 256; 0: no limit)
   --json FILE       also write the whole report as JSON
   --quiet           no progress display
   -h, --help`;
@@ -46,6 +48,7 @@ async function main(): Promise<number> {
         count: { type: "string" },
         seed: { type: "string" },
         "in-process": { type: "boolean", default: false },
+        "max-connecting": { type: "string" },
         json: { type: "string" },
         quiet: { type: "boolean", default: false },
         help: { type: "boolean", short: "h", default: false },
@@ -67,6 +70,7 @@ async function main(): Promise<number> {
   };
   const count = int("count", values.count, 1);
   const seed = int("seed", values.seed, 0);
+  const maxConnecting = int("max-connecting", values["max-connecting"], 0);
   const scenario = loadScenario(values.scenario);
   const devices = count ?? scenario.devices.count;
   const separateProcess = !values["in-process"];
@@ -80,6 +84,7 @@ async function main(): Promise<number> {
   const report = await runScenario(scenario, {
     count,
     seed,
+    maxConnecting,
     separateProcess,
     onStep: (step, at) => {
       if (tty) process.stdout.write("\n");

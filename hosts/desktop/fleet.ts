@@ -46,6 +46,11 @@ export interface FleetOptions {
    * it the run ends when every device has settled, and each is stopped as it settles.
    */
   readonly hold?: (fleet: FleetControl) => Promise<unknown>;
+  /**
+   * At most this many MQTT connections between connect and CONNACK at once, the others waiting
+   * their turn (see ConnectGate); default: no limit.
+   */
+  readonly maxConnecting?: number;
   /** Count MQTT round trips per device up to its first connection (default false). */
   readonly countRoundTrips?: boolean;
 }
@@ -257,6 +262,92 @@ class ObservedConnector implements MqttConnector {
   }
 }
 
+/**
+ * At most `limit` sessions between connect() and CONNACK (or their end) at once; the others wait
+ * their turn, first come first served. On one machine a fleet's TLS handshakes share a core or
+ * two: thousands started together are served together, slowly, and none finishes until nearly all
+ * do; taken in turn, each is done in about the time it needs. The wait counts in the device's time
+ * to connected and against its connect timeout, as a slow network's would.
+ *
+ * A session still waiting its turn keeps the SUBSCRIBE and PUBLISH calls it gets (the pipelined
+ * register) and writes them, in order, once it is connected; such a PUBLISH returns packet id 0
+ * (the runtime uses packet ids only on an open hub session).
+ */
+export class ConnectGate implements MqttConnector {
+  readonly #inner: MqttConnector;
+  readonly #limit: number;
+  #active = 0;
+  #queue: (() => void)[] = [];
+  #head = 0;
+
+  constructor(inner: MqttConnector, limit: number) {
+    this.#inner = inner;
+    this.#limit = limit;
+  }
+
+  #next(): void {
+    while (this.#active < this.#limit && this.#head < this.#queue.length) {
+      const open = this.#queue[this.#head];
+      this.#queue[this.#head++] = noop;
+      open();
+    }
+    if (this.#head > 1024 && this.#head * 2 > this.#queue.length) {
+      this.#queue = this.#queue.slice(this.#head);
+      this.#head = 0;
+    }
+  }
+
+  connect(options: MqttConnectOptions, callbacks: MqttSessionCallbacks): MqttSession {
+    let session: MqttSession | undefined;
+    let closed = false;
+    let holding = false;
+    let pending: ((s: MqttSession) => void)[] | undefined;
+    const release = () => {
+      if (!holding) return;
+      holding = false;
+      this.#active--;
+      this.#next();
+    };
+    const open = () => {
+      if (closed) return;
+      holding = true;
+      this.#active++;
+      session = this.#inner.connect(options, {
+        onConnack: (code, present) => (release(), callbacks.onConnack(code, present)),
+        onSuback: (id, granted) => callbacks.onSuback(id, granted),
+        onMessage: (topic, payload) => callbacks.onMessage(topic, payload),
+        onPuback: (id) => callbacks.onPuback(id),
+        onClose: (fault) => (release(), callbacks.onClose(fault)),
+      });
+      if (pending) for (const op of pending) op(session);
+      pending = undefined;
+    };
+    if (this.#active < this.#limit && this.#head === this.#queue.length) open();
+    else this.#queue.push(open);
+    return {
+      subscribe: (topic, qos) => {
+        if (session) return session.subscribe(topic, qos);
+        if (!closed) (pending ??= []).push((s) => s.subscribe(topic, qos));
+        return 0;
+      },
+      publish: (topic, payload, qos) => {
+        if (session) return session.publish(topic, payload, qos);
+        if (!closed) (pending ??= []).push((s) => s.publish(topic, payload, qos));
+        return 0;
+      },
+      close: () => {
+        if (closed) return;
+        closed = true;
+        pending = undefined;
+        session?.close();
+        release();
+      },
+    };
+  }
+}
+
+const noop = () => {};
+
 export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
   const start = Date.now();
   const messages = options.messages ?? 1;
@@ -286,7 +377,8 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
   let resolveSettled!: () => void;
   const settled = new Promise<void>((resolve) => (resolveSettled = resolve));
   const count = (table: Record<string, number>, key: string) => (table[key] = (table[key] ?? 0) + 1);
-  const connector = new ObservedConnector(options.transport.connector, byId, options.countRoundTrips ?? false);
+  const inner = options.maxConnecting ? new ConnectGate(options.transport.connector, options.maxConnecting) : options.transport.connector;
+  const connector = new ObservedConnector(inner, byId, options.countRoundTrips ?? false);
   const holding = options.hold !== undefined;
 
   const settle = (d: DeviceRecord) => {

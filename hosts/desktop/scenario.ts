@@ -25,6 +25,9 @@ import { seededRandom } from "./platform.js";
 
 export const SCENARIO_DPS_HOST = "global.azure-devices-provisioning.localhost";
 
+/** Connections in their TLS handshake at once, by default (see ConnectGate in fleet.ts). */
+export const DEFAULT_MAX_CONNECTING = 256;
+
 export type TimelineAction = "hub-down" | "hub-up" | "disable" | "end";
 
 export interface TimelineStep {
@@ -88,6 +91,11 @@ export interface Scenario {
     /** Share of the group disabled in DPS from the start (chosen from the seed). */
     readonly disabledFraction?: number;
   };
+  /** The desktop host that runs the fleet (not the devices' behaviour). */
+  readonly host?: {
+    /** Connections in their handshake at once; the others wait their turn (default 256, 0: no limit). */
+    readonly maxConnecting?: number;
+  };
   /** Overrides of the devices' DPS retry policy. */
   readonly retryPolicy?: RuntimeConfig["retryPolicy"];
   readonly hubPolicy?: Partial<HubPolicy>;
@@ -150,6 +158,7 @@ export function checkScenario(value: unknown, where = "scenario"): Scenario {
     need(step.waitMs === undefined || isInt(step.waitMs), `${at}.waitMs must be an integer ≥ 0`);
     need(step.do !== "disable" || isFraction(step.fraction), `${at}.fraction must be within 0..1 for "disable"`);
   });
+  need(s.host?.maxConnecting === undefined || isInt(s.host.maxConnecting), `${where}.host.maxConnecting must be an integer ≥ 0`);
   need(s.timeoutMs === undefined || isInt(s.timeoutMs, 1), `${where}.timeoutMs must be an integer ≥ 1`);
   return s;
 }
@@ -171,6 +180,8 @@ export interface RunScenarioOptions {
   /** Replace the fleet's size (tests run the same file small). */
   readonly count?: number;
   readonly seed?: number;
+  /** Replace the scenario's host.maxConnecting (0: no limit). */
+  readonly maxConnecting?: number;
   /** Replace the window over which the devices boot. */
   readonly staggerMs?: number;
   readonly onProgress?: (progress: FleetProgress) => void;
@@ -286,6 +297,7 @@ export async function runScenario(scenario: Scenario, options: RunScenarioOption
       }),
       flashFor: flashDir ? (i) => join(flashDir, `${ids[i]}.flash`) : undefined,
       onProgress: options.onProgress,
+      maxConnecting: options.maxConnecting ?? scenario.host?.maxConnecting ?? DEFAULT_MAX_CONNECTING,
       hold,
     });
     const counters = await emulator.call("counters");
