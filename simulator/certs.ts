@@ -18,7 +18,7 @@ export interface TlsIdentity {
 }
 
 const IDENTITY_FILE = "identity.json";
-const IDENTITY_VERSION = 1;
+const IDENTITY_VERSION = 2;
 export const SERVER_NAMES = ["localhost", "*.azure-devices.localhost", "*.azure-devices-provisioning.localhost"];
 export const SERVER_IPS = ["127.0.0.1", "::1"];
 
@@ -98,6 +98,9 @@ async function createIdentity(): Promise<StoredIdentity> {
       new x509.BasicConstraintsExtension(true, 0, true),
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
       await x509.SubjectKeyIdentifierExtension.create(caKeys.publicKey),
+      // Self-referencing, as many public roots have it: the emulator sends the CA in its chain, and
+      // some TLS stacks (the Moddable SDK's) read the AKI of every certificate they are sent.
+      await x509.AuthorityKeyIdentifierExtension.create(caKeys.publicKey, false),
     ],
   });
   const serverKeys = await crypto.subtle.generateKey(ALGORITHM, true, ["sign", "verify"]);

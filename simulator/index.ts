@@ -184,12 +184,14 @@ class EmulatorImpl implements Emulator {
     };
   }
 
-  async listen(options: EmulatorOptions, tls: { certPem: string; keyPem: string }): Promise<void> {
+  async listen(options: EmulatorOptions, tls: { certPem: string; keyPem: string; caPem: string }): Promise<void> {
     const host = options.host ?? "127.0.0.1";
     // Nagle off on every listener (tls.Server passes its options down to net.Server). No session
     // tickets: devices do not resume sessions, and issuing tickets costs every handshake.
     const tlsOptions = {
-      cert: tls.certPem,
+      // The whole chain, as Azure's endpoints send it: some TLS stacks (the Moddable SDK's among
+      // them) check the server name only when the chain has more than the leaf.
+      cert: tls.certPem + tls.caPem,
       key: tls.keyPem,
       minVersion: "TLSv1.2" as const,
       maxVersion: options.tlsMaxVersion ?? ("TLSv1.3" as const),

@@ -26,7 +26,7 @@ function run(args: string[]): Promise<Started> {
     const timer = setTimeout(() => {
       child.kill("SIGKILL");
       reject(new Error(`no ready banner; stderr: ${stderr}`));
-    }, 15_000);
+    }, 40_000); // a first start generates the CA; CI machines can be slow
     child.stdout?.on("data", (c: Buffer) => {
       stdout += c.toString();
       if (/faults\s+\d+/.test(stdout)) {
