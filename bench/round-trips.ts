@@ -88,9 +88,16 @@ function describe(connections: Connection[]): string {
     .join("; ");
 }
 
-async function main(): Promise<void> {
+interface Row {
+  readonly who: string;
+  readonly start: string;
+  readonly connections: Connection[];
+}
+
+async function measure(tlsMaxVersion: "TLSv1.2" | "TLSv1.3"): Promise<{ protocol: string; rows: Row[] }> {
   const groupKey = randomBytes(32).toString("base64");
   const emulator = await launchEmulator({
+    tlsMaxVersion,
     config: {
       idScope: "0ne00000F11",
       hubs: [{ hostName: "hub-1.azure-devices.localhost" }],
@@ -109,7 +116,7 @@ async function main(): Promise<void> {
     hubRelay.reset();
     return all;
   };
-  const rows: { who: string; start: string; connections: Connection[] }[] = [];
+  const rows: Row[] = [];
   try {
     // TLS version actually negotiated with the emulator.
     const protocol = await new Promise<string>((resolve, reject) => {
@@ -141,13 +148,13 @@ async function main(): Promise<void> {
         device.start();
       });
     const flash = new MemoryFlash(DESKTOP_FLASH_GEOMETRY);
-    await bootOurs("rt-ours-1", flash, true);
+    await bootOurs(`rt-ours-1-${tlsMaxVersion}`, flash, true);
     await settle();
     rows.push({ who: "this project", start: "cold", connections: take() });
-    await bootOurs("rt-ours-1", flash, true);
+    await bootOurs(`rt-ours-1-${tlsMaxVersion}`, flash, true);
     await settle();
     rows.push({ who: "this project", start: "warm (cached assignment)", connections: take() });
-    await bootOurs("rt-ours-2", new MemoryFlash(DESKTOP_FLASH_GEOMETRY), false);
+    await bootOurs(`rt-ours-2-${tlsMaxVersion}`, new MemoryFlash(DESKTOP_FLASH_GEOMETRY), false);
     await settle();
     rows.push({ who: "this project, pipeline off", start: "cold", connections: take() });
 
@@ -159,7 +166,7 @@ async function main(): Promise<void> {
     const device = require("azure-iot-device");
     const deviceMqtt = require("azure-iot-device-mqtt");
     const mqttBase = createRequire(require.resolve("azure-iot-provisioning-device-mqtt"))("azure-iot-mqtt-base");
-    const registrationId = "rt-official-1";
+    const registrationId = `rt-official-${tlsMaxVersion}`;
     const key = createHmac("sha256", Buffer.from(groupKey, "base64")).update(registrationId, "utf8").digest("base64");
     const base = new mqttBase.MqttBase();
     base.setOptions({ ca: emulator.caPem });
@@ -179,19 +186,26 @@ async function main(): Promise<void> {
     await settle();
     rows.push({ who: "official clients", start: "warm (open with a kept assignment)", connections: take() });
 
-    const out = (s: string) => process.stdout.write(s + "\n");
-    out(`round trips on the wire (TLS negotiated with the emulator: ${protocol}; retry-after 0; physical minimum: cold 7, warm 3)`);
-    out("");
-    out("| client | start | connections | round trips | flights per connection (→ client bytes, ← server bytes) |");
-    out("|---|---|---|---|---|");
-    for (const r of rows) {
-      const total = r.connections.reduce((n, c) => n + roundTrips(c), 0);
-      out(`| ${r.who} | ${r.start} | ${r.connections.length} | ${total} | ${describe(r.connections)} |`);
-    }
+    return { protocol, rows };
   } finally {
     await dpsRelay.close();
     await hubRelay.close();
     await emulator.stop();
+  }
+}
+
+async function main(): Promise<void> {
+  const out = (s: string) => process.stdout.write(s + "\n");
+  out("round trips on the wire (retry-after 0; physical minimum with TLS 1.3: cold 7, warm 3)");
+  out("");
+  out("| TLS | client | start | connections | round trips | flights per connection (→ client bytes, ← server bytes) |");
+  out("|---|---|---|---|---|---|");
+  for (const version of ["TLSv1.3", "TLSv1.2"] as const) {
+    const { protocol, rows } = await measure(version);
+    for (const r of rows) {
+      const total = r.connections.reduce((n, c) => n + roundTrips(c), 0);
+      out(`| ${protocol} | ${r.who} | ${r.start} | ${r.connections.length} | ${total} | ${describe(r.connections)} |`);
+    }
   }
 }
 

@@ -48,6 +48,8 @@ export interface EmulatorLaunchOptions {
   readonly seed?: number;
   /** Where the CA and server certificate are kept (default .cache/emulator under the cwd). */
   readonly stateDir?: string;
+  /** Highest TLS version the emulator offers (default TLS 1.3). */
+  readonly tlsMaxVersion?: "TLSv1.2" | "TLSv1.3";
   /** Run it in a child process (default false: in this process). */
   readonly separateProcess?: boolean;
   /** Node flags for the child (for instance a larger heap). */
@@ -93,7 +95,7 @@ export function processUsage(): ProcessUsage {
 export async function launchEmulator(options: EmulatorLaunchOptions): Promise<EmulatorHandle> {
   if (options.separateProcess) return launchChild(options);
   const { startEmulator } = await import("../../simulator/index.js");
-  const emulator = await startEmulator({ config: options.config, seed: options.seed, stateDir: options.stateDir });
+  const emulator = await startEmulator({ config: options.config, seed: options.seed, stateDir: options.stateDir, tlsMaxVersion: options.tlsMaxVersion });
   const target = emulator as unknown as Record<string, (...a: unknown[]) => unknown>;
   return {
     idScope: emulator.idScope,
@@ -125,7 +127,7 @@ type ChildReply =
   | { readonly kind: "result"; readonly id: number; readonly value?: unknown; readonly error?: string };
 
 type ChildRequest =
-  | { readonly kind: "start"; readonly config: EmulatorConfig; readonly seed?: number; readonly stateDir?: string }
+  | { readonly kind: "start"; readonly config: EmulatorConfig; readonly seed?: number; readonly stateDir?: string; readonly tlsMaxVersion?: "TLSv1.2" | "TLSv1.3" }
   | { readonly kind: "call"; readonly id: number; readonly method: ForwardedMethod | "usage"; readonly args: unknown[] }
   | { readonly kind: "call-many"; readonly id: number; readonly method: ForwardedMethod; readonly argsList: unknown[][] }
   | { readonly kind: "stop"; readonly id: number };
@@ -199,7 +201,7 @@ function launchChild(options: EmulatorLaunchOptions): Promise<EmulatorHandle> {
       clearTimeout(timer);
       reject(new Error(`the emulator process exited during start-up (code ${code})`));
     });
-    child.send({ kind: "start", config: options.config, seed: options.seed, stateDir: options.stateDir } satisfies ChildRequest);
+    child.send({ kind: "start", config: options.config, seed: options.seed, stateDir: options.stateDir, tlsMaxVersion: options.tlsMaxVersion } satisfies ChildRequest);
   });
 }
 
@@ -215,7 +217,7 @@ async function childMain(): Promise<void> {
   process.on("message", async (m: ChildRequest) => {
     if (m.kind === "start") {
       try {
-        emulator = await startEmulator({ config: m.config, seed: m.seed, stateDir: m.stateDir });
+        emulator = await startEmulator({ config: m.config, seed: m.seed, stateDir: m.stateDir, tlsMaxVersion: m.tlsMaxVersion });
         reply({ kind: "ready", idScope: emulator.idScope, caPem: emulator.caPem, seed: emulator.seed, endpoints: emulator.endpoints });
       } catch (error) {
         reply({ kind: "start-failed", message: (error as Error).message });
