@@ -75,7 +75,13 @@ test("fleet mass boot (emulator in a child process): every device provisions onc
 test("fleet throttling storm: every 429 retry waits for retry-after, and the retries are spread, not in lockstep", async (t) => {
   // The table, not the numbers, is under test: a shorter backoff cap keeps an unlucky device's
   // fifth 429 in a row from waiting half a minute. retry-after (2 s) still rules the first retries.
-  const scenario: Scenario = { ...load("throttling-storm-fast"), retryPolicy: { backoff: { initialMs: 1000, maxMs: 4000, multiplier: 2, jitter: 0.5 } } };
+  // 40% of registers throttled, so that 150 devices meet enough 429s for the checks to mean something.
+  const base = load("throttling-storm-fast");
+  const scenario: Scenario = {
+    ...base,
+    emulator: { ...base.emulator, faults: [{ step: "register", probability: 0.4, status: 429, retryAfter: 2 }] },
+    retryPolicy: { backoff: { initialMs: 1000, maxMs: 4000, multiplier: 2, jitter: 0.5 } },
+  };
   const report = await runScenario(scenario, { count: 150, stateDir, separateProcess: false });
   t.true(report.checks.every((c) => c.ok), failures(report));
   const r = report.summary.retries;
