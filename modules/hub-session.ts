@@ -182,7 +182,7 @@ export class HubSession {
     this.#deps = deps;
     this.#policy = { ...defaultHubPolicy, ...config.policy };
     check(this.#policy.initialDelayMs >= HUB_MIN_RETRY_DELAY_MS, `hub retries must be at least ${HUB_MIN_RETRY_DELAY_MS} ms apart (Azure's guidance)`);
-    this.#backoff = retryPolicy({ backoff: { initialMs: this.#policy.initialDelayMs, maxMs: Math.max(this.#policy.maxDelayMs, this.#policy.initialDelayMs), multiplier: 2, jitter: this.#policy.jitter } });
+    this.#backoff = hubBackoff(this.#policy);
     this.#topic = `devices/${urlEncode(config.deviceId)}/messages/events/`;
   }
 
@@ -473,6 +473,18 @@ export class HubSession {
   pending(): { tag: number; payload: Uint8Array; properties?: MessageProperties }[] {
     return [...this.#inFlight, ...this.#waiting].map((m) => ({ tag: m.tag, payload: m.payload, properties: m.properties }));
   }
+}
+
+/** The backoff table of a hub policy, built once per distinct policy (a fleet shares one). */
+const backoffPolicies = new Map<string, RetryPolicy>();
+function hubBackoff(p: HubPolicy): RetryPolicy {
+  const key = `${p.initialDelayMs}/${p.maxDelayMs}/${p.jitter}`;
+  let policy = backoffPolicies.get(key);
+  if (!policy) {
+    policy = retryPolicy({ backoff: { initialMs: p.initialDelayMs, maxMs: Math.max(p.maxDelayMs, p.initialDelayMs), multiplier: 2, jitter: p.jitter } });
+    if (backoffPolicies.size < 16) backoffPolicies.set(key, policy);
+  }
+  return policy;
 }
 
 /** `key=value&...`, URL-encoded, as IoT Hub reads message properties from the topic. */

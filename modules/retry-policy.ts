@@ -128,6 +128,8 @@ type Overrides = { [K in keyof RetryPolicy]?: Partial<RetryPolicy[K]> };
  * @throws UsageError INVALID_ARGUMENT naming the bad row or number.
  */
 export function retryPolicy(overrides: Overrides = {}): RetryPolicy {
+  // The common case, and a fleet's: no overrides share the one frozen default table.
+  if (Object.keys(overrides).length === 0) return defaultRetryPolicy;
   const merged = {} as Record<string, unknown>;
   for (const key of Object.keys(defaultRetryPolicy) as (keyof RetryPolicy)[]) {
     merged[key] = { ...defaultRetryPolicy[key], ...(overrides[key] ?? {}) };

@@ -33,7 +33,7 @@ import {
   type RegistrationEvent,
   type RegistrationStatus,
 } from "./registration.js";
-import { retryPolicy } from "./retry-policy.js";
+import { retryPolicy, type RetryPolicy } from "./retry-policy.js";
 import { deriveDeviceKey, type ResourceForm } from "./sas.js";
 
 export interface RuntimeConfig {
@@ -123,6 +123,7 @@ export class DeviceRuntime {
   #crypto: CryptoPort;
   #listener: RuntimeListener | undefined;
   #deviceKey: string;
+  #dpsPolicy: RetryPolicy;
   #state: RuntimeState = "idle";
   #cache: CredentialCache | undefined;
   #assignment: Assignment | undefined;
@@ -155,6 +156,7 @@ export class DeviceRuntime {
     this.#crypto = ports.crypto ?? portableCrypto;
     this.#listener = listener;
     this.#deviceKey = config.groupKey !== undefined ? deriveDeviceKey(this.#crypto, config.groupKey, config.registrationId) : config.symmetricKey!;
+    this.#dpsPolicy = retryPolicy(config.retryPolicy ?? {});
     // Check the DPS and hub sides of the configuration now, before any I/O.
     this.#newRegistration(false);
     this.#newHubSession({ assignedHub: "check.azure-devices.net", deviceId: config.registrationId, source: "dps" });
@@ -323,7 +325,7 @@ export class DeviceRuntime {
         userAgent: c.userAgent,
         pipeline: c.pipeline,
         hasCachedAssignment,
-        policy: retryPolicy(c.retryPolicy ?? {}),
+        policy: this.#dpsPolicy,
       },
       { crypto: this.#crypto, random: this.#ports.random },
     );
