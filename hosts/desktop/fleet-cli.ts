@@ -20,6 +20,7 @@ const usage = `usage: dps-fleet --scenario FILE [options]
   --scenario FILE   a scenario (see docs/FLEET.md and hosts/desktop/scenarios/)
   --count N         replace the scenario's number of devices
   --seed N          replace the scenario's seed
+  --stagger MS      replace the window over which the devices boot
   --in-process      run the emulator in this process (default: a child process)
   --max-connecting N  connections in their handshake at once, the others wait their turn
                     (default: the scenario's host.maxConnecting, else 256; 0: no limit)
@@ -47,6 +48,7 @@ async function main(): Promise<number> {
         scenario: { type: "string" },
         count: { type: "string" },
         seed: { type: "string" },
+        stagger: { type: "string" },
         "in-process": { type: "boolean", default: false },
         "max-connecting": { type: "string" },
         json: { type: "string" },
@@ -71,6 +73,7 @@ async function main(): Promise<number> {
   const count = int("count", values.count, 1);
   const seed = int("seed", values.seed, 0);
   const maxConnecting = int("max-connecting", values["max-connecting"], 0);
+  const staggerMs = int("stagger", values.stagger, 0);
   const scenario = loadScenario(values.scenario);
   const devices = count ?? scenario.devices.count;
   const separateProcess = !values["in-process"];
@@ -85,6 +88,7 @@ async function main(): Promise<number> {
     count,
     seed,
     maxConnecting,
+    staggerMs,
     separateProcess,
     onStep: (step, at) => {
       if (tty) process.stdout.write("\n");
