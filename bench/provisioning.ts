@@ -103,7 +103,7 @@ async function runOurs(job: Job): Promise<PhaseResult> {
   const { createTransport, loopbackResolver } = await import("../hosts/desktop/device.js");
   const { runFleet } = await import("../hosts/desktop/fleet.js");
   const { join } = await import("node:path");
-  const { MemoryFlash } = await import("../modules/flash.js");
+  const { MemoryFlash } = await import("../modules/memory-flash.js");
   const { DESKTOP_FLASH_GEOMETRY } = await import("../hosts/desktop/device.js");
   const { writeFileSync } = await import("node:fs");
   // Cold: in-memory flash (the official client keeps no cache, and the file flash's fsync per

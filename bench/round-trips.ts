@@ -17,7 +17,7 @@ import { createHmac, randomBytes } from "node:crypto";
 import { createRequire } from "node:module";
 import { createServer, connect as netConnect, type AddressInfo, type Server, type Socket } from "node:net";
 import { connect as tlsConnect } from "node:tls";
-import { MemoryFlash } from "../modules/flash.js";
+import { MemoryFlash } from "../modules/memory-flash.js";
 import { createDesktopDevice, createTransport, DESKTOP_FLASH_GEOMETRY, loopbackResolver } from "../hosts/desktop/device.js";
 import { launchEmulator } from "../hosts/desktop/fleet-emulator.js";
 

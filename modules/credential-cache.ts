@@ -14,7 +14,7 @@
  * the record to this device and key. The device key itself is never stored.
  */
 import nacl from "./tweetnacl.js";
-import { portableCrypto, type CryptoPort } from "./crypto.js";
+import type { CryptoPort } from "./crypto.js";
 import { base64Decode, bytesEqual, utf8Decode, utf8Encode } from "./encoding.js";
 import { check, UsageError } from "./errors.js";
 import { FLASH_ERASED_BYTE, type FlashPort } from "./flash.js";
@@ -134,8 +134,8 @@ export interface CredentialCacheOptions {
   readonly deviceKey: Uint8Array | string;
   /** The DPS registration id; it is bound into the key, so records of another id do not open. */
   readonly registrationId: string;
-  /** HMAC for the key derivation; the portable implementation when omitted. */
-  readonly crypto?: CryptoPort;
+  /** HMAC for the key derivation (the host's native one, or `portableCrypto` from sha256.ts). */
+  readonly crypto: CryptoPort;
   /** Fills `writtenAt` when a saved assignment has none. */
   readonly clock?: Clock;
   /** First sector of slot 0 (default 0). */
@@ -297,7 +297,8 @@ export class CredentialCache {
     this.#firstSector = firstSector;
     this.#sectorsPerSlot = sectorsPerSlot;
 
-    const crypto = options.crypto ?? portableCrypto;
+    const crypto = options.crypto;
+    check(typeof crypto === "object" && crypto !== null && typeof crypto.hmacSha256 === "function", "CredentialCache needs a crypto port (hmacSha256)");
     if (typeof options.deviceKey === "string") {
       const keyBytes = base64Decode(options.deviceKey, "deviceKey");
       check(keyBytes.length > 0, "deviceKey must not be empty");

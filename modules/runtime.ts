@@ -11,7 +11,7 @@
  * Configuration names follow the Azure SDKs: idScope, registrationId, symmetricKey (individual
  * enrollment) or groupKey (group enrollment; the device key is derived), globalEndpoint, payload.
  */
-import { portableCrypto, type CryptoPort } from "./crypto.js";
+import type { CryptoPort } from "./crypto.js";
 import { CredentialCache, type CachedAssignment } from "./credential-cache.js";
 import { DPS_GLOBAL_ENDPOINT, type RegistrationState } from "./dps-protocol.js";
 import { DpsError, UsageError, type ErrorCode } from "./errors.js";
@@ -83,8 +83,8 @@ export interface RuntimePorts {
   readonly clock: Clock;
   readonly random: RandomSource;
   readonly secureRandom: SecureRandom;
-  /** Native HMAC where the host has one; the portable implementation otherwise. */
-  readonly crypto?: CryptoPort;
+  /** HMAC-SHA256: the host's native one, or `portableCrypto` from sha256.ts where it has none. */
+  readonly crypto: CryptoPort;
   /** Where the assignment is cached; without it every start provisions with DPS. */
   readonly flash?: FlashPort;
   readonly log?: LogPort;
@@ -145,15 +145,15 @@ export class DeviceRuntime {
    */
   constructor(config: RuntimeConfig, ports: RuntimePorts, listener?: RuntimeListener) {
     if (!config || typeof config !== "object") throw new UsageError("INVALID_ARGUMENT", "DeviceRuntime needs a configuration object");
-    if (!ports || !ports.mqtt || !ports.timers || typeof ports.clock !== "function" || typeof ports.random !== "function" || typeof ports.secureRandom !== "function") {
-      throw new UsageError("INVALID_ARGUMENT", "DeviceRuntime needs the ports mqtt, timers, clock, random and secureRandom");
+    if (!ports || !ports.mqtt || !ports.timers || !ports.crypto || typeof ports.clock !== "function" || typeof ports.random !== "function" || typeof ports.secureRandom !== "function") {
+      throw new UsageError("INVALID_ARGUMENT", "DeviceRuntime needs the ports mqtt, timers, clock, random, secureRandom and crypto");
     }
     if ((config.symmetricKey === undefined) === (config.groupKey === undefined)) {
       throw new UsageError("INVALID_ARGUMENT", "give exactly one of symmetricKey (individual enrollment) and groupKey (group enrollment)");
     }
     this.#config = config;
     this.#ports = ports;
-    this.#crypto = ports.crypto ?? portableCrypto;
+    this.#crypto = ports.crypto;
     this.#listener = listener;
     this.#deviceKey = config.groupKey !== undefined ? deriveDeviceKey(this.#crypto, config.groupKey, config.registrationId) : config.symmetricKey!;
     this.#dpsPolicy = retryPolicy(config.retryPolicy ?? {});

@@ -3,6 +3,7 @@
  * native digest (the XS test tier). On the device the SDK's `crypt` Digest serves, on Node
  * node:crypto: both come in through the CryptoPort in crypto.ts.
  */
+import type { CryptoPort } from "./crypto.js";
 
 const K = new Uint32Array([
   0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
@@ -139,3 +140,6 @@ export function hmacSha256(key: Uint8Array, message: Uint8Array): Uint8Array {
   pad.fill(0);
   return out;
 }
+
+/** The portable CryptoPort, frozen so that no caller can swap its methods. */
+export const portableCrypto: CryptoPort = Object.freeze({ hmacSha256, sha256 });

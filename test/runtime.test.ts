@@ -2,6 +2,7 @@
 import test from "ava";
 import { bootOnce, newFlash } from "./support/virtual-world.js";
 import { DeviceRuntime } from "../modules/runtime.js";
+import { portableCrypto } from "../modules/sha256.js";
 import { ScriptedCloud, VirtualClock, virtualConfig } from "./support/virtual-world.js";
 
 test("runtime: cold then warm start in the virtual world", (t) => {
@@ -15,13 +16,14 @@ test("runtime: cold then warm start in the virtual world", (t) => {
 
 test("runtime: configuration mistakes are UsageErrors before any I/O", (t) => {
   const clock = new VirtualClock();
-  const ports = { mqtt: new ScriptedCloud(clock), timers: clock, clock: () => clock.now, random: () => 0.5, secureRandom: (b: Uint8Array) => b.fill(1) };
+  const ports = { mqtt: new ScriptedCloud(clock), timers: clock, clock: () => clock.now, random: () => 0.5, secureRandom: (b: Uint8Array) => b.fill(1), crypto: portableCrypto };
   t.throws(() => new DeviceRuntime({ ...virtualConfig, symmetricKey: undefined }, ports), { code: "INVALID_ARGUMENT" } as never);
   t.throws(() => new DeviceRuntime({ ...virtualConfig, groupKey: "cGFzc3dvcmQ=" }, ports), { code: "INVALID_ARGUMENT" } as never);
   t.throws(() => new DeviceRuntime({ ...virtualConfig, idScope: "bad scope" }, ports), { code: "INVALID_ARGUMENT" } as never);
   t.throws(() => new DeviceRuntime({ ...virtualConfig, symmetricKey: "%%%" }, ports), { code: "MALFORMED_BASE64" } as never);
   t.throws(() => new DeviceRuntime({ ...virtualConfig, hub: { maxQueue: 0 } }, ports), { code: "INVALID_ARGUMENT" } as never);
   t.throws(() => new DeviceRuntime(virtualConfig, { ...ports, mqtt: undefined as never }), { code: "INVALID_ARGUMENT" } as never);
+  t.throws(() => new DeviceRuntime(virtualConfig, { ...ports, crypto: undefined as never }), { code: "INVALID_ARGUMENT" } as never);
   t.is(clock.run(), 0, "nothing was scheduled");
 });
 
@@ -30,7 +32,7 @@ test("runtime: a clock that was never set fails with CLOCK_NOT_SET instead of se
   const events: string[] = [];
   const runtime = new DeviceRuntime(
     virtualConfig,
-    { mqtt: new ScriptedCloud(clock), timers: clock, clock: () => 0, random: () => 0.5, secureRandom: (b) => b.fill(1) },
+    { mqtt: new ScriptedCloud(clock), timers: clock, clock: () => 0, random: () => 0.5, secureRandom: (b) => b.fill(1), crypto: portableCrypto },
     (e) => e.source === "runtime" && events.push(`${e.state}${e.error ? ` ${e.error.code}` : ""}`),
   );
   runtime.start();
@@ -41,7 +43,7 @@ test("runtime: a clock that was never set fails with CLOCK_NOT_SET instead of se
 test("runtime: a listener that throws does not break the device", (t) => {
   const clock = new VirtualClock();
   const cloud = new ScriptedCloud(clock);
-  const runtime = new DeviceRuntime(virtualConfig, { mqtt: cloud, timers: clock, clock: () => clock.now, random: () => 0.5, secureRandom: (b) => b.fill(1) }, () => {
+  const runtime = new DeviceRuntime(virtualConfig, { mqtt: cloud, timers: clock, clock: () => clock.now, random: () => 0.5, secureRandom: (b) => b.fill(1), crypto: portableCrypto }, () => {
     throw new Error("listener bug");
   });
   runtime.start();

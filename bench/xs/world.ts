@@ -3,8 +3,9 @@
  * a DeviceRuntime against the scripted cloud on a virtual clock, with a crypto port that counts
  * the HMACs it is asked for (portable SHA-256: the XS tier has no native digest).
  */
-import { portableCrypto, type CryptoPort } from "../../modules/crypto.js";
-import type { MemoryFlash } from "../../modules/flash.js";
+import type { CryptoPort } from "../../modules/crypto.js";
+import { portableCrypto } from "../../modules/sha256.js";
+import type { MemoryFlash } from "../../modules/memory-flash.js";
 import { DeviceRuntime } from "../../modules/runtime.js";
 import { ScriptedCloud, VirtualClock, virtualConfig } from "../../test/support/virtual-world.js";
 

@@ -3,7 +3,8 @@
  * file that behaves like NOR flash. One device, or thousands sharing one connector and one
  * HTTPS port in a single process.
  */
-import { MemoryFlash, type FlashPort } from "../../modules/flash.js";
+import type { FlashPort } from "../../modules/flash.js";
+import { MemoryFlash } from "../../modules/memory-flash.js";
 import type { Clock, LogPort, RandomSource } from "../../modules/ports.js";
 import { DeviceRuntime, type RuntimeConfig, type RuntimeListener } from "../../modules/runtime.js";
 import { NodeHttpsPort } from "./https.js";

@@ -14,7 +14,8 @@
  * fleet. The fleet reads each DPS answer's `retry-after` off the wire (a thin wrapper over the
  * connector) to check it against when the device really retried.
  */
-import { MemoryFlash, type FlashPort } from "../../modules/flash.js";
+import type { FlashPort } from "../../modules/flash.js";
+import { MemoryFlash } from "../../modules/memory-flash.js";
 import type { MqttConnectOptions, MqttConnector, MqttSession, MqttSessionCallbacks, RandomSource } from "../../modules/ports.js";
 import { DeviceRuntime, type RuntimeConfig, type RuntimeEvent } from "../../modules/runtime.js";
 import { DESKTOP_FLASH_GEOMETRY, type DesktopTransport } from "./device.js";

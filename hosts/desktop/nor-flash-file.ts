@@ -26,10 +26,10 @@ import {
   checkFlashSector,
   FLASH_ERASED_BYTE,
   firstBitSettingByte,
-  PowerCutSwitch,
   type FlashPort,
   type FlashStats,
 } from "../../modules/flash.js";
+import { PowerCutSwitch } from "../../modules/memory-flash.js";
 
 export interface NorFlashFileOptions {
   /** The backing file. Created (erased) when missing; an existing file must have the right size. */

@@ -3,7 +3,7 @@
  * every command it answers with, one line each. Portable: the Node tests and the XS tier run the
  * same transcripts through this same code, and their logs must be identical.
  */
-import { portableCrypto } from "../../modules/crypto.js";
+import { portableCrypto } from "../../modules/sha256.js";
 import { utf8Decode, utf8Encode } from "../../modules/encoding.js";
 import {
   RegistrationMachine,

@@ -6,7 +6,8 @@
  * the runtime's wiring, the cache and tweetnacl run on the XS engine too.
  */
 import { utf8Decode, utf8Encode } from "../../modules/encoding.js";
-import { MemoryFlash } from "../../modules/flash.js";
+import { MemoryFlash } from "../../modules/memory-flash.js";
+import { portableCrypto } from "../../modules/sha256.js";
 import type { MqttConnectOptions, MqttConnector, MqttSession, MqttSessionCallbacks, TimerPort } from "../../modules/ports.js";
 import { DeviceRuntime, type RuntimeConfig, type RuntimeEvent } from "../../modules/runtime.js";
 import { T0 } from "./transcript.js";
@@ -140,6 +141,7 @@ export function bootOnce(flash: MemoryFlash, script: CloudScript = {}, messages 
       clock: () => clock.now,
       random: () => 0.5,
       secureRandom: (bytes) => bytes.fill(seedByte),
+      crypto: portableCrypto,
       flash,
     },
     listener,

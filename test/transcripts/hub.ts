@@ -2,7 +2,7 @@
  * Scripted transcripts of the hub session on a virtual clock, shared by the Node tests and the XS
  * tier: telemetry with PUBACK matching, the bounded queue, token renewal, and each hub refusal.
  */
-import { portableCrypto } from "../../modules/crypto.js";
+import { portableCrypto } from "../../modules/sha256.js";
 import { utf8Decode, utf8Encode } from "../../modules/encoding.js";
 import { HubSession, type HubCommand, type HubEvent, type HubSessionConfig } from "../../modules/hub-session.js";
 import { T0 } from "../support/transcript.js";

@@ -3,7 +3,8 @@
 // scenarios (and many more) on Node, and compares what this file emits with Node's own bytes.
 import { deepEqual, emit, equal, ok, run, test, throwsCode } from "./harness.js";
 import { CredentialCache, type CachedAssignment } from "../../modules/credential-cache.js";
-import { MemoryFlash } from "../../modules/flash.js";
+import { MemoryFlash } from "../../modules/memory-flash.js";
+import { portableCrypto } from "../../modules/sha256.js";
 import { bytesToHex } from "../vectors/crypto.js";
 
 const KEY = "Y2FjaGUtdGVzdC1kZXZpY2Uta2V5LTAxMjM0NTY3ODk=";
@@ -31,7 +32,7 @@ const B = assignment("hub-b.azure-devices.net", 1767225700000);
 const C = assignment("hub-c.azure-devices.net", 1767225800000);
 
 function open(flash: MemoryFlash, deviceKey = KEY, registrationId = REG, seed = 1): CredentialCache {
-  return new CredentialCache({ flash, random: countingRandom(seed), deviceKey, registrationId });
+  return new CredentialCache({ flash, random: countingRandom(seed), deviceKey, registrationId, crypto: portableCrypto });
 }
 
 function hubOf(flash: MemoryFlash): string | undefined {
@@ -144,7 +145,7 @@ test("cross-check: a record sealed with a fixed nonce (emitted for the Node side
   const fixedNonce = (bytes: Uint8Array): void => {
     for (let i = 0; i < bytes.length; i++) bytes[i] = i;
   };
-  new CredentialCache({ flash, random: fixedNonce, deviceKey: KEY, registrationId: REG }).save(A);
+  new CredentialCache({ flash, random: fixedNonce, deviceKey: KEY, registrationId: REG, crypto: portableCrypto }).save(A);
   const record = flash.read(0, flash.stats.bytesWritten);
   emit("cache.fixed-nonce-record", bytesToHex(record));
   deepEqual(open(flash).load().assignment, A, "the record opens on XS");

@@ -3,7 +3,7 @@ import { emit, equal, ok, run, test, throwsCode } from "./harness.js";
 import { base64Decode, base64Encode, urlEncode, utf8Decode, utf8Encode } from "../../modules/encoding.js";
 import { hmacSha256, Sha256 } from "../../modules/sha256.js";
 import { bytesToHex, hexToBytes, hmacVectors, sasVectors, sha256Vectors } from "../vectors/crypto.js";
-import { portableCrypto } from "../../modules/crypto.js";
+import { portableCrypto } from "../../modules/sha256.js";
 import { deriveDeviceKey, dpsSasToken, hubSasToken, sasSignature } from "../../modules/sas.js";
 import { parseResponse } from "../../modules/dps-protocol.js";
 import { parsingCases } from "../vectors/protocol.js";

@@ -5,7 +5,7 @@
 // ModdableMqttConnector and the DeviceRuntime, and the bytes that reach the stand-in are checked.
 import { deepEqual, equal, ok, run, test, throwsCode } from "./harness.js";
 import { utf8Decode, utf8Encode } from "../../modules/encoding.js";
-import { MemoryFlash } from "../../modules/flash.js";
+import { MemoryFlash } from "../../modules/memory-flash.js";
 import { hmacSha256, Sha256 } from "../../modules/sha256.js";
 import { DeviceRuntime, type RuntimeEvent } from "../../modules/runtime.js";
 import type { TimerPort, TransportFault } from "../../modules/ports.js";
