@@ -118,6 +118,20 @@ async function main(): Promise<void> {
   }
   for (const rule of faults) emulator.addFault(rule);
 
+  // Handlers first: whoever reads the banner may signal at once.
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    process.stderr.write(JSON.stringify({ time: new Date().toISOString(), level: "info", event: "signal", signal }) + "\n");
+    emulator.stop().then(
+      () => process.exit(0),
+      (error: Error) => fail(`stop failed: ${error.message}`, 1),
+    );
+  };
+  process.on("SIGINT", () => stop("SIGINT"));
+  process.on("SIGTERM", () => stop("SIGTERM"));
+
   const e = emulator.endpoints;
   const hubs = emulator.hubs().map((h) => h.hostName).join(", ");
   process.stdout.write(
@@ -135,18 +149,6 @@ async function main(): Promise<void> {
     ].join("\n"),
   );
 
-  let stopping = false;
-  const stop = (signal: string): void => {
-    if (stopping) return;
-    stopping = true;
-    process.stderr.write(JSON.stringify({ time: new Date().toISOString(), level: "info", event: "signal", signal }) + "\n");
-    emulator.stop().then(
-      () => process.exit(0),
-      (error: Error) => fail(`stop failed: ${error.message}`, 1),
-    );
-  };
-  process.on("SIGINT", () => stop("SIGINT"));
-  process.on("SIGTERM", () => stop("SIGTERM"));
 }
 
 main().catch((error: Error) => fail(error.stack ?? error.message, 1));
