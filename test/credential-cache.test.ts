@@ -28,37 +28,15 @@ import { MemoryFlash } from "../modules/memory-flash.js";
 import { NorFlashFile } from "../hosts/desktop/nor-flash-file.js";
 import { projectRoot, runXs, type XsRun } from "./support/xs.js";
 import { bytesToHex, hexToBytes } from "./vectors/crypto.js";
+import { A, B, C, KEY, OTHER_KEY, REG, SECTOR, countingRandom } from "./vectors/cache.js";
 
 // The same keys, ids and assignments as test/xs/cache.xs.ts, so that the two sides can compare.
-const KEY = "Y2FjaGUtdGVzdC1kZXZpY2Uta2V5LTAxMjM0NTY3ODk=";
-const OTHER_KEY = "b3RoZXItZGV2aWNlLWtleS1hYmNkZWZnaGlqa2xtbm8=";
-const REG = "sensor-0042";
-const SECTOR = 512;
 
 /** node:crypto behind the port, as the desktop host does: an independent HMAC from the XS side's. */
 const nodeCrypto: CryptoPort = {
   hmacSha256: (key, message) => new Uint8Array(createHmac("sha256", key).update(message).digest()),
   sha256: (data) => new Uint8Array(createHash("sha256").update(data).digest()),
 };
-
-/** The same deterministic SecureRandom as the XS side. */
-function countingRandom(seed = 1): (bytes: Uint8Array) => void {
-  let n = seed;
-  return (bytes) => {
-    for (let i = 0; i < bytes.length; i++) {
-      n = (n * 1103515245 + 12345) >>> 0;
-      bytes[i] = n >>> 24;
-    }
-  };
-}
-
-function assignment(hub: string, writtenAt: number): CachedAssignment {
-  return { assignedHub: hub, deviceId: REG, registrationId: REG, substatus: "initialAssignment", idScope: "0ne00ABCDEF", writtenAt };
-}
-
-const A = assignment("hub-a.azure-devices.net", 1767225600000);
-const B = assignment("hub-b.azure-devices.net", 1767225700000);
-const C = assignment("hub-c.azure-devices.net", 1767225800000);
 
 function open(flash: FlashPort, extra: Partial<CredentialCacheOptions> = {}): CredentialCache {
   return new CredentialCache({ flash, random: countingRandom(), deviceKey: KEY, registrationId: REG, crypto: nodeCrypto, ...extra });

@@ -2,34 +2,11 @@
 // bit-flip guarantees, on the engine the device runs. test/credential-cache.test.ts runs the same
 // scenarios (and many more) on Node, and compares what this file emits with Node's own bytes.
 import { deepEqual, emit, equal, ok, run, test, throwsCode } from "./harness.js";
-import { CredentialCache, type CachedAssignment } from "../../modules/credential-cache.js";
+import { CredentialCache } from "../../modules/credential-cache.js";
 import { MemoryFlash } from "../../modules/memory-flash.js";
 import { portableCrypto } from "../../modules/sha256.js";
 import { bytesToHex } from "../vectors/crypto.js";
-
-const KEY = "Y2FjaGUtdGVzdC1kZXZpY2Uta2V5LTAxMjM0NTY3ODk=";
-const OTHER_KEY = "b3RoZXItZGV2aWNlLWtleS1hYmNkZWZnaGlqa2xtbm8=";
-const REG = "sensor-0042";
-const SECTOR = 512;
-
-/** A deterministic SecureRandom: the same nonces on every engine and every run. */
-function countingRandom(seed = 1): (bytes: Uint8Array) => void {
-  let n = seed;
-  return (bytes) => {
-    for (let i = 0; i < bytes.length; i++) {
-      n = (n * 1103515245 + 12345) >>> 0;
-      bytes[i] = n >>> 24;
-    }
-  };
-}
-
-function assignment(hub: string, writtenAt: number): CachedAssignment {
-  return { assignedHub: hub, deviceId: REG, registrationId: REG, substatus: "initialAssignment", idScope: "0ne00ABCDEF", writtenAt };
-}
-
-const A = assignment("hub-a.azure-devices.net", 1767225600000);
-const B = assignment("hub-b.azure-devices.net", 1767225700000);
-const C = assignment("hub-c.azure-devices.net", 1767225800000);
+import { A, B, C, KEY, OTHER_KEY, REG, SECTOR, countingRandom } from "../vectors/cache.js";
 
 function open(flash: MemoryFlash, deviceKey = KEY, registrationId = REG, seed = 1): CredentialCache {
   return new CredentialCache({ flash, random: countingRandom(seed), deviceKey, registrationId, crypto: portableCrypto });
