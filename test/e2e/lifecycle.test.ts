@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { NorFlashFile } from "../../hosts/desktop/nor-flash-file.js";
 import { CredentialCache } from "../../modules/credential-cache.js";
 import { nodeCrypto, secureRandom } from "../../hosts/desktop/platform.js";
-import { newKey, startWorld, TestDevice, type World } from "../support/e2e.js";
+import { bootUntilConnected, newKey, startWorld, TestDevice, type World } from "../support/e2e.js";
 
 let world: World;
 test.before(async () => {
@@ -61,10 +61,7 @@ test("e2e the hub refuses the cached identity (CONNACK 5): cache invalidated, DP
   const registrationId = "e2e-hub-refused";
   const key = world.enroll(registrationId);
   const flash = join(world.dir, `${registrationId}.flash`);
-  const first = new TestDevice(world, { registrationId, symmetricKey: key }, flash);
-  first.runtime.start();
-  await first.connected();
-  first.runtime.stop();
+  await bootUntilConnected(world, { registrationId, symmetricKey: key }, flash);
 
   world.emulator.addFault({ step: "hub-connect", registrationId, connack: 5, times: 1 });
   const secondBoot = Date.now();
@@ -90,10 +87,7 @@ test("e2e the hub unavailable (CONNACK 3): keeps retrying the cached hub at leas
   const registrationId = "e2e-hub-unavailable";
   const key = world.enroll(registrationId);
   const flash = join(world.dir, `${registrationId}.flash`);
-  const first = new TestDevice(world, { registrationId, symmetricKey: key }, flash);
-  first.runtime.start();
-  await first.connected();
-  first.runtime.stop();
+  await bootUntilConnected(world, { registrationId, symmetricKey: key }, flash);
 
   world.emulator.addFault({ step: "hub-connect", registrationId, connack: 3, times: 1 });
   const second = new TestDevice(world, { registrationId, symmetricKey: key }, flash);
@@ -123,10 +117,7 @@ test("e2e a power cut during the cache write loses nothing: the next boot finds 
   const registrationId = "e2e-power-cut";
   const key = world.enroll(registrationId);
   const path = join(world.dir, `${registrationId}.flash`);
-  const first = new TestDevice(world, { registrationId, symmetricKey: key }, path);
-  first.runtime.start();
-  await first.connected();
-  first.runtime.stop();
+  await bootUntilConnected(world, { registrationId, symmetricKey: key }, path);
 
   // The re-provisioned assignment's write is cut after a few bytes, in the middle of the body, and
   // just before the commit mark.

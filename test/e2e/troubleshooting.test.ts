@@ -4,7 +4,7 @@
  * events, and the emulator's counters show what it really sent.
  */
 import test from "ava";
-import { newKey, startWorld, TestDevice, type World } from "../support/e2e.js";
+import { bootUntilConnected, newKey, startWorld, TestDevice, type World } from "../support/e2e.js";
 
 let world: World;
 test.before(async () => {
@@ -112,10 +112,7 @@ test("e2e 500 on register after DPS already assigned the device: the lookup show
   const registrationId = "e2e-server-lookup-assigned";
   const key = world.enroll(registrationId);
   // A first device run leaves a registration record at DPS (as a register whose answer was lost would).
-  const first = new TestDevice(world, { registrationId, symmetricKey: key });
-  first.runtime.start();
-  await first.connected();
-  first.runtime.stop();
+  await bootUntilConnected(world, { registrationId, symmetricKey: key });
   const before = world.emulator.registration(registrationId);
   t.truthy(before);
   world.emulator.addFault({ step: "register", registrationId, status: 500, times: 1 });

@@ -57,6 +57,15 @@ export function newKey(): string {
   return randomBytes(32).toString("base64");
 }
 
+/** Boots a device until it is connected, then stops it: a first boot that leaves a DPS record and a cached assignment. */
+export async function bootUntilConnected(world: World, config: Partial<RuntimeConfig> & { registrationId: string }, flash?: string | FlashPort): Promise<TestDevice> {
+  const device = new TestDevice(world, config, flash);
+  device.runtime.start();
+  await device.connected();
+  device.runtime.stop();
+  return device;
+}
+
 export class TestDevice {
   readonly events: RuntimeEvent[] = [];
   readonly runtime: DeviceRuntime;
