@@ -321,7 +321,8 @@ export class CredentialCache {
     const readings = [this.#readSlot(0, key), this.#readSlot(1, key)];
     const newest = pickNewest(readings);
     const rejected: CacheSlotRejection[] = [];
-    for (const r of readings) {
+    for (let i = 0; i < readings.length; i++) {
+      const r = readings[i];
       if (r.ok) continue;
       const { ok: _, ...rejection } = r;
       rejected.push(rejection);
@@ -390,7 +391,8 @@ export class CredentialCache {
     const newest = pickNewest(readings);
     const order: CacheSlot[] = newest ? (newest.slot === 0 ? [1, 0] : [0, 1]) : [0, 1];
     const erased: CacheSlot[] = [];
-    for (const slot of order) {
+    for (let i = 0; i < order.length; i++) {
+      const slot = order[i];
       if (this.#slotIsErased(slot)) continue;
       this.#eraseSlot(slot);
       erased.push(slot);
@@ -494,7 +496,8 @@ export class CredentialCache {
 /** The valid reading with the newest sequence; on a tie (impossible in normal use) slot 0. */
 function pickNewest(readings: SlotReading[]): Extract<SlotReading, { ok: true }> | undefined {
   let best: Extract<SlotReading, { ok: true }> | undefined;
-  for (const r of readings) {
+  for (let i = 0; i < readings.length; i++) {
+    const r = readings[i];
     if (!r.ok) continue;
     if (!best || sequenceIsNewer(r.sequence, best.sequence)) best = r;
   }

@@ -168,7 +168,9 @@ export function parseResponseTopic(topic: string): ResponseTopic | undefined {
   let retryAfterSeconds: number | undefined;
   let retryAfterInvalid: string | undefined;
   const query = afterStatus.slice(1);
-  for (const part of query.length > 0 ? query.split("&") : []) {
+  const parts = query.length > 0 ? query.split("&") : [];
+  for (let i = 0; i < parts.length; i++) {
+    const part = parts[i];
     const eq = part.indexOf("=");
     const name = eq < 0 ? part : part.slice(0, eq);
     const value = eq < 0 ? "" : urlDecode(part.slice(eq + 1));
@@ -318,7 +320,9 @@ export function parseRegistrationState(value: unknown): RegistrationState {
   const body = value as Record<string, unknown>;
   const what = "registrationState";
   const state: Record<string, unknown> = { status: statusField(body.status, what) };
-  for (const name of ["registrationId", "createdDateTimeUtc", "assignedHub", "deviceId", "lastUpdatedDateTimeUtc", "etag", "errorMessage"]) {
+  const names = ["registrationId", "createdDateTimeUtc", "assignedHub", "deviceId", "lastUpdatedDateTimeUtc", "etag", "errorMessage"];
+  for (let i = 0; i < names.length; i++) {
+    const name = names[i];
     const v = optionalString(body, name, what);
     if (v !== undefined) state[name] = v;
   }
@@ -326,7 +330,9 @@ export function parseRegistrationState(value: unknown): RegistrationState {
   if (substatus !== undefined) state.substatus = SUBSTATUSES.indexOf(substatus) >= 0 ? substatus : excerpt(substatus, 64);
   const errorCode = optionalCode(body.errorCode, what);
   if (errorCode !== undefined) state.errorCode = errorCode;
-  for (const name of ["payload", "symmetricKey", "x509", "trustBundle"]) {
+  const passed = ["payload", "symmetricKey", "x509", "trustBundle"];
+  for (let i = 0; i < passed.length; i++) {
+    const name = passed[i];
     if (body[name] !== undefined && body[name] !== null) state[name] = body[name];
   }
   if (state.status === "assigned") {
@@ -343,7 +349,9 @@ export function parseErrorBody(body: Record<string, unknown>): ErrorBody {
   const out: { errorCode?: number; trackingId?: string; message?: string; timestampUtc?: string } = {};
   const code = optionalCode(body.errorCode, "error body");
   if (code !== undefined) out.errorCode = code;
-  for (const name of ["trackingId", "message", "timestampUtc"] as const) {
+  const names = ["trackingId", "message", "timestampUtc"] as const;
+  for (let i = 0; i < names.length; i++) {
+    const name = names[i];
     const v = body[name];
     if (typeof v === "string") out[name] = excerpt(v, 512);
   }

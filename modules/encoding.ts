@@ -232,12 +232,8 @@ export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
 /** Concatenates byte arrays. */
 export function concatBytes(...parts: Uint8Array[]): Uint8Array {
   let size = 0;
-  for (const p of parts) size += p.length;
+  for (let i = 0; i < parts.length; i++) size += parts[i].length;
   const out = new Uint8Array(size);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
+  for (let i = 0, o = 0; i < parts.length; o += parts[i].length, i++) out.set(parts[i], o);
   return out;
 }

@@ -75,3 +75,12 @@ export function excerpt(text: string, max = 60): string {
   }
   return text.length > max ? out + "…" : out;
 }
+
+/** Copies the fields of `from` that are defined into `to` (status records carry no undefined). */
+export function copyDefined(to: Record<string, unknown>, from: object): void {
+  const keys = Object.keys(from);
+  for (let i = 0; i < keys.length; i++) {
+    const value = (from as Record<string, unknown>)[keys[i]];
+    if (value !== undefined) to[keys[i]] = value;
+  }
+}

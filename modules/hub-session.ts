@@ -14,7 +14,7 @@
  * Time comes in with each event; the session reports its next deadline as one `set-timer`.
  */
 import type { CryptoPort } from "./crypto.js";
-import { DpsError, UsageError, excerpt, type ErrorCode } from "./errors.js";
+import { copyDefined, DpsError, UsageError, excerpt, type ErrorCode } from "./errors.js";
 import { urlEncode, utf8Encode } from "./encoding.js";
 import type { MqttConnectOptions, RandomSource, TransportFault } from "./ports.js";
 import { retryDelayMs, retryPolicy, type RetryPolicy } from "./retry-policy.js";
@@ -278,7 +278,9 @@ export class HubSession {
     const ended = this.#phase === "stopped" || this.#phase === "failed" || this.#phase === "reprovision";
     let next: number | undefined;
     if (!ended) {
-      for (const t of [this.#connectDeadline, this.#retryAt, this.#renewAt, ...this.#inFlight.map((m) => m.deadline)]) {
+      const times = [this.#connectDeadline, this.#retryAt, this.#renewAt, ...this.#inFlight.map((m) => m.deadline)];
+      for (let i = 0; i < times.length; i++) {
+        const t = times[i];
         if (t !== undefined && (next === undefined || t < next)) next = t;
       }
     }
@@ -397,7 +399,7 @@ export class HubSession {
 
   #requeueInFlight(): void {
     // At least once: what the hub did not acknowledge goes out again after the reconnect.
-    for (const m of this.#inFlight) m.deadline = undefined;
+    for (let i = 0; i < this.#inFlight.length; i++) this.#inFlight[i].deadline = undefined;
     this.#waiting.unshift(...this.#inFlight);
     this.#inFlight = [];
   }
@@ -465,7 +467,7 @@ export class HubSession {
 
   #status(fields: Omit<HubStatus, "attempt">): void {
     const s: Record<string, unknown> = { state: fields.state, attempt: this.#attempt };
-    for (const [k, v] of Object.entries(fields)) if (v !== undefined && k !== "state") s[k] = v;
+    copyDefined(s, fields);
     this.#out.push({ kind: "status", status: s as unknown as HubStatus });
   }
 
@@ -491,7 +493,10 @@ function hubBackoff(p: HubPolicy): RetryPolicy {
 export function encodeProperties(properties: MessageProperties | undefined): string {
   if (!properties) return "";
   const parts: string[] = [];
-  for (const [k, v] of Object.entries(properties)) {
+  const keys = Object.keys(properties);
+  for (let i = 0; i < keys.length; i++) {
+    const k = keys[i];
+    const v = properties[k];
     if (typeof v !== "string") throw new UsageError("INVALID_ARGUMENT", `message property "${excerpt(k, 40)}" must be a string`);
     parts.push(`${urlEncode(k)}=${urlEncode(v)}`);
   }

@@ -12,7 +12,7 @@
  * retry counts against a budget, so no path loops forever without saying so.
  */
 import type { CryptoPort } from "./crypto.js";
-import { DpsError, excerpt, PeerError, UsageError, type ErrorCode } from "./errors.js";
+import { copyDefined, DpsError, excerpt, PeerError, UsageError, type ErrorCode } from "./errors.js";
 import { base64Decode } from "./encoding.js";
 import {
   DPS_MQTT_PORT,
@@ -736,7 +736,7 @@ function clearTimer(c: Context): void {
 
 function status(c: Context, fields: Omit<RegistrationStatus, "attempt">): void {
   const s: Record<string, unknown> = { state: fields.state, attempt: c.attempt };
-  for (const [key, value] of Object.entries(fields)) if (value !== undefined && key !== "state") s[key] = value;
+  copyDefined(s, fields);
   c.out.push({ kind: "status", status: s as unknown as RegistrationStatus });
 }
 

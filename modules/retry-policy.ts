@@ -131,12 +131,19 @@ export function retryPolicy(overrides: Overrides = {}): RetryPolicy {
   // The common case, and a fleet's: no overrides share the one frozen default table.
   if (Object.keys(overrides).length === 0) return defaultRetryPolicy;
   const merged = {} as Record<string, unknown>;
-  for (const key of Object.keys(defaultRetryPolicy) as (keyof RetryPolicy)[]) {
+  const keys = Object.keys(defaultRetryPolicy) as (keyof RetryPolicy)[];
+  for (let i = 0; i < keys.length; i++) {
+    const key = keys[i];
     merged[key] = { ...defaultRetryPolicy[key], ...(overrides[key] ?? {}) };
   }
   const policy = merged as unknown as RetryPolicy;
-  for (const table of ["status", "connack", "fault"] as const) {
-    for (const [row, action] of Object.entries(policy[table])) {
+  const tables = ["status", "connack", "fault"] as const;
+  for (let t = 0; t < tables.length; t++) {
+    const table = tables[t];
+    const rows = Object.keys(policy[table]);
+    for (let r = 0; r < rows.length; r++) {
+      const row = rows[r];
+      const action = (policy[table] as Record<string, unknown>)[row];
       check(
         action === "retry" || action === "recover" || action === "reauthenticate" || action === "fail",
         `retry policy ${table}["${row}"] must be retry, recover, reauthenticate or fail, got "${String(action)}"`,
@@ -162,7 +169,8 @@ export function retryPolicy(overrides: Overrides = {}): RetryPolicy {
     ["timeouts.lookupMs", policy.timeouts.lookupMs, 1],
     ["timeouts.holdConnectionMs", policy.timeouts.holdConnectionMs, 0],
   ];
-  for (const [name, value, min] of numbers) {
+  for (let i = 0; i < numbers.length; i++) {
+    const [name, value, min] = numbers[i];
     check(typeof value === "number" && Number.isFinite(value) && value >= min, `retry policy ${name} must be a number ≥ ${min}, got ${String(value)}`);
   }
   check(policy.backoff.jitter >= 0 && policy.backoff.jitter <= 1, `retry policy backoff.jitter must be within 0..1, got ${policy.backoff.jitter}`);
@@ -219,7 +227,8 @@ export function maxRetryDelayMs(policy: RetryPolicy): number {
 function deepFreeze<T>(value: T): T {
   if (value && typeof value === "object" && !Object.isFrozen(value)) {
     Object.freeze(value);
-    for (const v of Object.values(value as object)) deepFreeze(v);
+    const keys = Object.keys(value as object);
+    for (let i = 0; i < keys.length; i++) deepFreeze((value as Record<string, unknown>)[keys[i]]);
   }
   return value;
 }

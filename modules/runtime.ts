@@ -344,7 +344,8 @@ export class DeviceRuntime {
   }
 
   #doDps(machine: RegistrationMachine, commands: RegistrationCommand[]): void {
-    for (const command of commands) {
+    for (let i = 0; i < commands.length; i++) {
+      const command = commands[i];
       if (this.#dps !== machine) return;
       switch (command.kind) {
         case "connect":
@@ -422,7 +423,8 @@ export class DeviceRuntime {
     const commands = machine.handle({ kind: "stop" }, this.#ports.clock());
     // Perform the closing commands, but not the outcome: the caller decides what comes next.
     this.#dps = undefined;
-    for (const c of commands) {
+    for (let i = 0; i < commands.length; i++) {
+      const c = commands[i];
       if (c.kind === "close") this.#closeLink();
       else if (c.kind === "clear-timer") this.#clearTimer();
       else if (c.kind === "cancel-lookup") {
@@ -464,7 +466,8 @@ export class DeviceRuntime {
     // Messages queued while there was no hub session go out now, oldest first.
     const backlog = this.#backlog;
     this.#backlog = [];
-    for (const m of backlog) {
+    for (let i = 0; i < backlog.length; i++) {
+      const m = backlog[i];
       const hub = this.#hub;
       if (!hub) break;
       const { tag, commands } = hub.send(m.body, m.properties, this.#ports.clock());
@@ -481,7 +484,8 @@ export class DeviceRuntime {
 
   #doHub(commands: HubCommand[]): void {
     const hub = this.#hub;
-    for (const command of commands) {
+    for (let i = 0; i < commands.length; i++) {
+      const command = commands[i];
       if (this.#hub !== hub) return;
       switch (command.kind) {
         case "connect":
@@ -551,7 +555,9 @@ export class DeviceRuntime {
   #keepPending(hub: HubSession | undefined): void {
     if (!hub) return;
     const kept: Backlog[] = [];
-    for (const m of hub.pending()) {
+    const pending = hub.pending();
+    for (let i = 0; i < pending.length; i++) {
+      const m = pending[i];
       const id = this.#tagToId.get(m.tag);
       this.#tagToId.delete(m.tag);
       if (id !== undefined) kept.push({ id, body: m.payload, properties: m.properties });
@@ -565,7 +571,9 @@ export class DeviceRuntime {
     this.#hub = undefined;
     // Unsent messages wait for the next hub session.
     this.#keepPending(hub);
-    for (const c of hub.handle({ kind: "stop" }, this.#ports.clock())) {
+    const commands = hub.handle({ kind: "stop" }, this.#ports.clock());
+    for (let i = 0; i < commands.length; i++) {
+      const c = commands[i];
       if (c.kind === "close") this.#closeLink();
       else if (c.kind === "clear-timer") this.#clearTimer();
     }
