@@ -304,6 +304,64 @@ test("the outgoing backlog is bounded: a flood before the socket opens ends the 
   equal(net.sockets[0].address, "10.0.0.1", "an IPv4 host needs no resolver");
 });
 
+/**
+ * A stand-in for the SDK's TLSSocket where it matters here: it opens the TCP socket class it is
+ * given (`TCP.io`) with callbacks of its own and runs its handshake inside them, letting the
+ * handshake's exception escape, as `embedded:io/socket/tcp/tls` does with a rejected certificate.
+ */
+class RejectingTls {
+  #tcp: { close(): void };
+  constructor(options: StreamSocketOptions & Record<string, unknown>) {
+    const TCP = (options.TCP as { io: new (o: StreamSocketOptions) => { close(): void } }).io;
+    this.#tcp = new TCP({
+      ...options,
+      onReadable: () => {},
+      onWritable: () => {
+        throw new Error("ssl: certificate: no trusted root for global.azure-devices-provisioning.net");
+      },
+      onError: () => options.onError?.(),
+    });
+  }
+  read(): undefined {
+    return undefined;
+  }
+  write(): number {
+    return 0;
+  }
+  close(): void {
+    this.#tcp.close();
+  }
+}
+
+test("a certificate the SDK's TLS layer rejects becomes a \"tls\" fault and a retry, not an abort", () => {
+  const net = network();
+  const mqtt = new ModdableMqttConnector({ socket: { io: RejectingTls, TCP: { io: socketClass(net) } }, dns: { io: FixedAddressResolver, address: "127.0.0.1" }, timers: net.loop });
+  const faults: TransportFault[] = [];
+  mqtt.connect(
+    { host: "global.azure-devices-provisioning.net", port: 8883, clientId: "c", username: "u", password: "p", keepAliveSeconds: 0, cleanSession: true },
+    { onConnack: () => {}, onSuback: () => {}, onMessage: () => {}, onPuback: () => {}, onClose: (f) => faults.push(f) },
+  );
+  net.loop.run(() => faults.length > 0);
+  equal(faults.length, 1, "one fault");
+  equal(faults[0].kind, "tls", "fault kind");
+  ok(faults[0].message.includes("no trusted root"), `the TLS layer's reason is kept: ${faults[0].message}`);
+  equal(net.written.length, 0, "nothing reached the socket");
+
+  // Through the runtime: the retry policy schedules a new attempt.
+  const events: RuntimeEvent[] = [];
+  const runtime = new DeviceRuntime(
+    { idScope: "0ne00XS0001", registrationId: "xs-device", symmetricKey: KEY },
+    { mqtt, timers: net.loop, clock: () => net.loop.now, random: () => 0.5, secureRandom: (b) => b.fill(1), crypto: digestCrypto(PortableDigest) },
+    (e) => events.push(e),
+  );
+  runtime.start();
+  net.loop.run(() => events.some((e) => e.source === "dps" && e.status.state === "retrying"));
+  const retry = events.find((e) => e.source === "dps" && e.status.state === "retrying");
+  equal(retry && retry.source === "dps" ? retry.status.fault : undefined, "tls", "the DPS status names the fault");
+  equal(runtime.state, "provisioning", "still provisioning, with a retry scheduled");
+  runtime.stop();
+});
+
 test("frame reader: whole, byte by byte, several packets in one chunk, oversize refused", () => {
   const packets = [encodePublish("t/1", utf8Encode("hello"), 1, 9), Uint8Array.of(0xd0, 0), encodeConnect({ clientId: "c", username: "u", password: "p", keepAliveSeconds: 30, cleanSession: true })];
   const all = new Uint8Array(packets.reduce((n, p) => n + p.length, 0));
