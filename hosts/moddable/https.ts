@@ -10,6 +10,7 @@
 import { check } from "../../modules/errors.js";
 import type { HttpsPort, HttpsRequest, HttpsResponse, TransportFault } from "../../modules/ports.js";
 import type { HttpClient, HttpClientClass, HttpRequestHandle } from "./sdk.js";
+import { guardTlsSocket } from "./tls-guard.js";
 
 export interface ModdableHttpsPortOptions {
   /** The client class in `io`; everything else (`dns`, `socket`) goes to its constructor. */
@@ -65,7 +66,12 @@ export class ModdableHttpsPort implements HttpsPort {
 
     const { io: Client, ...rest } = this.#client;
     try {
-      client = new Client({ ...rest, host: request.host, port: request.port, onError: () => fail("closed", `HTTPS connection to ${request.host} failed`) });
+      const options: ConstructorParameters<HttpClientClass>[0] = { ...rest, host: request.host, port: request.port, onError: () => fail("closed", `HTTPS connection to ${request.host} failed`) };
+      if (rest.socket) {
+        const why = (error: unknown) => (error instanceof Error ? `: ${error.message}` : "");
+        options.socket = guardTlsSocket(rest.socket as { readonly [option: string]: unknown }, (error) => fail("tls", `TLS with ${request.host} failed${why(error)}`));
+      }
+      client = new Client(options);
       client.request({
         method: request.method,
         path: request.path,

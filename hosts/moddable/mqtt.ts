@@ -39,7 +39,8 @@ import {
   SUBACK,
   type Packet,
 } from "./mqtt-wire.js";
-import type { DnsResolver, StreamSocket, StreamSocketClass, StreamSocketOptions } from "./sdk.js";
+import type { DnsResolver, StreamSocket, StreamSocketClass } from "./sdk.js";
+import { guardTlsSocket } from "./tls-guard.js";
 
 export interface ModdableMqttConnectorOptions {
   /** The socket class in `io`; the other properties (TLS `TCP`, `secure`) go to its constructor. */
@@ -185,9 +186,7 @@ class ModdableMqttSession implements MqttSession {
   /** Opens the socket to `address` (called once the name is resolved). */
   open(address: string, host: string, port: number): void {
     if (this.#phase === Phase.Closed) return;
-    const { io: Socket, ...rest }: { io: StreamSocketClass; [option: string]: unknown } = this.#options.socket;
-    const tcp = rest.TCP as { readonly io?: unknown } | undefined;
-    if (typeof tcp?.io === "function") rest.TCP = { ...tcp, io: guardedStream(tcp.io as StreamSocketClass, (error) => this.#onThrown(error)) };
+    const { io: Socket, ...rest } = guardTlsSocket(this.#options.socket, (error) => this.#onThrown(error));
     try {
       this.#socket = new Socket({
         ...rest,
@@ -277,7 +276,7 @@ class ModdableMqttSession implements MqttSession {
     }
   }
 
-  /** An exception thrown inside the TLS layer's socket callbacks (see guardedStream). */
+  /** An exception thrown inside the TLS layer's socket callbacks (see tls-guard.ts). */
   #onThrown(error: unknown): void {
     if (this.#phase === Phase.Opening) this.fail("tls", `the TLS handshake failed${reason(error)}`);
     else this.fail("closed", `the TLS layer failed${reason(error)}`);
@@ -328,48 +327,4 @@ class ModdableMqttSession implements MqttSession {
       this.#armKeepalive();
     }, this.#keepAliveMs / 4);
   }
-}
-
-/**
- * The TCP socket class handed to the SDK's TLS socket, with every callback into the TLS layer
- * guarded. The SDK's `embedded:io/socket/tcp/tls` runs its handshake and record layer inside the
- * TCP socket's callbacks and lets their exceptions escape (a certificate it rejects, a malformed
- * record): nothing up the stack catches them, so XS aborts the whole app. Guarded, the exception
- * ends this session as a fault ("tls" during the handshake) and the retry policy takes it from
- * there. TLSSocket keeps its byte counts in `readable` and `writable` on the socket it owns, and
- * reads into buffers it passes: both go through unchanged.
- */
-function guardedStream(Inner: StreamSocketClass, onThrow: (error: unknown) => void): StreamSocketClass {
-  const guard = (callback: ((count?: unknown) => void) | undefined) =>
-    callback &&
-    ((count?: unknown) => {
-      try {
-        callback(count);
-      } catch (error) {
-        onThrow(error);
-      }
-    });
-  return class GuardedStream {
-    readable = 0;
-    writable = 0;
-    readonly #socket: StreamSocket & { read(...args: unknown[]): ArrayBuffer | number | undefined };
-    constructor(options: StreamSocketOptions & Record<string, unknown>) {
-      const inner = new Inner({
-        ...options,
-        onReadable: guard(options.onReadable as (count?: unknown) => void),
-        onWritable: guard(options.onWritable as (count?: unknown) => void),
-        onError: guard(options.onError),
-      });
-      this.#socket = inner as StreamSocket & { read(...args: unknown[]): ArrayBuffer | number | undefined };
-    }
-    read(...args: unknown[]): ArrayBuffer | number | undefined {
-      return this.#socket.read(...args);
-    }
-    write(data: ArrayBuffer | Uint8Array): number | void {
-      return this.#socket.write(data);
-    }
-    close(): void {
-      this.#socket.close();
-    }
-  };
 }

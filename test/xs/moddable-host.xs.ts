@@ -8,14 +8,15 @@ import { utf8Decode, utf8Encode } from "../../modules/encoding.js";
 import { MemoryFlash } from "../../modules/memory-flash.js";
 import { hmacSha256, Sha256 } from "../../modules/sha256.js";
 import { DeviceRuntime, type RuntimeEvent } from "../../modules/runtime.js";
-import type { TimerPort, TransportFault } from "../../modules/ports.js";
+import type { HttpsRequest, HttpsResponse, TimerPort, TransportFault } from "../../modules/ports.js";
 import { FixedAddressResolver } from "../../hosts/moddable/dns.js";
 import { FileFlash } from "../../hosts/moddable/flash.js";
+import { ModdableHttpsPort } from "../../hosts/moddable/https.js";
 import { ModdableMqttConnector } from "../../hosts/moddable/mqtt.js";
 import { encodeConnect, encodePublish, FrameReader } from "../../hosts/moddable/mqtt-wire.js";
 import { digestCrypto } from "../../hosts/moddable/platform.js";
 import { readSettings } from "../../hosts/moddable/settings.js";
-import type { StreamSocketOptions } from "../../hosts/moddable/sdk.js";
+import type { HttpRequestHandle, HttpRequestOptions, StreamSocketOptions } from "../../hosts/moddable/sdk.js";
 
 // ---------------------------------------------------------------------------------------------
 // A virtual event loop: timers and socket callbacks run in due order; a step bound catches livelock.
@@ -360,6 +361,99 @@ test("a certificate the SDK's TLS layer rejects becomes a \"tls\" fault and a re
   equal(retry && retry.source === "dps" ? retry.status.fault : undefined, "tls", "the DPS status names the fault");
   equal(runtime.state, "provisioning", "still provisioning, with a retry scheduled");
   runtime.stop();
+});
+
+/**
+ * A stand-in for the SDK's HTTP client: it opens its socket (`socket.io` with the rest of
+ * `socket`, as the SDK's does), and answers the request from `reply` through the request's
+ * callbacks, from the event loop.
+ */
+function httpClientClass(loop: Loop, reply: { status: number; headers: [string, string][]; body: string }, seen: { host?: string; path?: string; headers?: Map<string, string>; body: number[]; closed: number }) {
+  return class StandInHttpClient {
+    constructor(options: { host: string; port: number; socket?: Record<string, unknown> } & Record<string, unknown>) {
+      seen.host = options.host;
+      if (options.socket) {
+        const { io: Socket, ...rest } = options.socket as { io: new (o: Record<string, unknown>) => unknown };
+        new Socket({ ...rest, address: "127.0.0.1", host: options.host, port: options.port, onReadable: () => {}, onWritable: () => {}, onError: () => {} });
+      }
+    }
+    request(options: HttpRequestOptions): HttpRequestHandle {
+      seen.path = options.path;
+      seen.headers = options.headers;
+      let body = utf8Encode(reply.body);
+      const handle: HttpRequestHandle = {
+        read: (count?: number) => {
+          const part = body.subarray(0, count ?? body.length);
+          body = body.subarray(part.length);
+          return part.slice().buffer as ArrayBuffer;
+        },
+        write: (data: ArrayBuffer) => seen.body.push(...new Uint8Array(data)),
+      };
+      loop.set(() => options.onWritable?.call(handle, 1024), 1);
+      loop.set(() => options.onHeaders?.call(handle, reply.status, new Map(reply.headers)), 2);
+      loop.set(() => options.onReadable?.call(handle, body.length), 3);
+      loop.set(() => options.onDone?.call(handle, undefined), 4);
+      return handle;
+    }
+    close(): void {
+      seen.closed++;
+    }
+  };
+}
+
+const LOOKUP: HttpsRequest = {
+  method: "POST",
+  host: "global.azure-devices-provisioning.net",
+  port: 443,
+  path: "/0ne00XS0001/registrations/xs-device?api-version=2021-06-01",
+  headers: { host: "global.azure-devices-provisioning.net", authorization: "SharedAccessSignature sr=x&sig=y&se=1", "content-type": "application/json" },
+  body: utf8Encode('{"registrationId":"xs-device"}'),
+};
+
+test("HTTPS adapter: the status lookup's response read whole, headers lower-cased, one callback, the client closed", () => {
+  const loop = new Loop();
+  const seen = { body: [] as number[], closed: 0 } as { host?: string; path?: string; headers?: Map<string, string>; body: number[]; closed: number };
+  const https = new ModdableHttpsPort({ client: { io: httpClientClass(loop, { status: 200, headers: [["Content-Type", "application/json"]], body: '{"status":"assigned"}' }, seen) } });
+  const responses: HttpsResponse[] = [];
+  const faults: TransportFault[] = [];
+  https.request(LOOKUP, (r) => responses.push(r), (f) => faults.push(f));
+  loop.run(() => false);
+  equal(faults.length, 0, "no fault");
+  equal(responses.length, 1, "one response");
+  equal(responses[0].status, 200, "status");
+  equal(responses[0].headers["content-type"], "application/json", "header names lower-cased");
+  equal(utf8Decode(responses[0].body), '{"status":"assigned"}', "body");
+  equal(utf8Decode(Uint8Array.from(seen.body)), '{"registrationId":"xs-device"}', "request body written");
+  equal(seen.headers!.get("content-length"), "30", "content-length sent");
+  equal(seen.headers!.has("host"), false, "the client writes its own host line");
+  equal(seen.closed, 1, "client closed once");
+});
+
+test("HTTPS adapter: a body over maxResponseBytes is a \"protocol\" fault, reported once", () => {
+  const loop = new Loop();
+  const seen = { body: [] as number[], closed: 0 };
+  const https = new ModdableHttpsPort({ client: { io: httpClientClass(loop, { status: 200, headers: [], body: "x".repeat(100) }, seen) }, maxResponseBytes: 64 });
+  const faults: TransportFault[] = [];
+  https.request(LOOKUP, () => faults.push({ kind: "closed", message: "unexpected response" }), (f) => faults.push(f));
+  loop.run(() => false);
+  deepEqual(faults.map((f) => f.kind), ["protocol"], "one protocol fault, no response");
+});
+
+test("HTTPS adapter: a certificate the SDK's TLS layer rejects is a \"tls\" fault, not an abort", () => {
+  const loop = new Loop();
+  const net = network();
+  net.loop = loop;
+  const seen = { body: [] as number[], closed: 0 };
+  const https = new ModdableHttpsPort({
+    client: { io: httpClientClass(loop, { status: 200, headers: [], body: "{}" }, seen), socket: { io: RejectingTls, TCP: { io: socketClass(net) } } },
+  });
+  const faults: TransportFault[] = [];
+  const responses: HttpsResponse[] = [];
+  https.request(LOOKUP, (r) => responses.push(r), (f) => faults.push(f));
+  loop.run(() => false);
+  deepEqual(faults.map((f) => f.kind), ["tls"], "one tls fault");
+  ok(faults[0].message.includes("no trusted root"), `the TLS layer's reason is kept: ${faults[0].message}`);
+  equal(responses.length, 0, "no response after the fault");
 });
 
 test("frame reader: whole, byte by byte, several packets in one chunk, oversize refused", () => {
