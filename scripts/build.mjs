@@ -12,6 +12,7 @@ export function build() {
   execFileSync(process.execPath, [tsc, "-p", "modules/tsconfig.json"], { stdio: "inherit", cwd: root });
   execFileSync(process.execPath, [tsc, "-p", "tsconfig.json"], { stdio: "inherit", cwd: root });
   execFileSync(process.execPath, [tsc, "-p", "hosts/moddable/tsconfig.json"], { stdio: "inherit", cwd: root }); // the Moddable host against its SDK declarations (no emit)
+  execFileSync(process.execPath, [tsc, "-p", "examples/minimal/tsconfig.json"], { stdio: "inherit", cwd: root }); // the example app, through the manifest's dps-runtime/ specifiers (no emit)
   wrapTweetnacl(join(root, "build", "modules", "tweetnacl.js"));
 }
 

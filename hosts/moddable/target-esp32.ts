@@ -6,7 +6,7 @@ import type { Target } from "./target.js";
 
 export const target: Target = Object.freeze<Target>({
   simulator: false,
-  openCacheFlash: (host) => new PartitionFlash(flash.open({ path: host.cachePartition, mode: "r+" })),
+  openCacheFlash: (where) => new PartitionFlash(flash.open({ path: where.cachePartition, mode: "r+" })),
   readText: (path: string): string => {
     throw new UsageError("INVALID_ARGUMENT", `the ESP32 build has no files to read ${path} from: use ca=custom with a custom-ca.der resource`);
   },

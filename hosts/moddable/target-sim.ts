@@ -7,7 +7,7 @@ import type { Target } from "./target.js";
 
 export const target: Target = Object.freeze<Target>({
   simulator: true,
-  openCacheFlash: (host) => new FileFlash({ File, path: (config.file?.root ?? "/tmp/") + host.cacheFile }),
+  openCacheFlash: (where) => new FileFlash({ File, path: (config.file?.root ?? "/tmp/") + where.cacheFile }),
   readText: (path: string): string => {
     let file: File | undefined;
     try {
