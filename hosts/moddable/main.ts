@@ -29,6 +29,9 @@ import { digestCrypto, moddableTimers, rngSecureRandom, traceLog } from "./platf
 import { CA_RESOURCES, CUSTOM_CA_RESOURCE, pemToDer, readSettings, type Settings } from "./settings.js";
 import { target } from "./target.js";
 
+/** Time.ticks counts from boot on a device but from 1970 on the simulators: uptime counts from here. */
+const startTicks = Time.ticks;
+
 function say(line: string): void {
   trace(`${line}\n`);
 }
@@ -85,7 +88,7 @@ function start(settings: Settings): void {
         const next = (): void => {
           pacing = undefined;
           sent++;
-          device.send({ seq: sent, temperature: 20 + sent / 2, uptime: Time.ticks });
+          device.send({ seq: sent, temperature: 20 + sent / 2, uptimeMs: Time.ticks - startTicks });
           if (sent < host.messages) pacing = Timer.set(next, host.intervalMs);
         };
         next();
