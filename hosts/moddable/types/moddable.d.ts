@@ -68,8 +68,10 @@ declare module "embedded:network/http/client" {
 }
 
 declare module "embedded:network/ntp/client" {
+  // As strict as the SDK's own typings (`dns: { io }`), which mcconfig compiles against: the resolver's
+  // other options ride along in a variable; an object literal with them fails there.
   export default class NTP {
-    constructor(options: { readonly servers: readonly string[]; readonly socket: { readonly io: unknown }; readonly dns: { readonly io: unknown } & Record<string, unknown> });
+    constructor(options: { readonly servers: readonly string[]; readonly socket: { readonly io: unknown }; readonly dns: { readonly io: unknown } });
     getTime(callback: (error: unknown, time?: number) => void): void;
     close(): void;
   }
