@@ -13,6 +13,8 @@ import Resolver from "embedded:network/dns/resolver/udp";
 import HTTPClient from "embedded:network/http/client";
 import NTP from "embedded:network/ntp/client";
 import { Digest } from "crypt";
+import Debug from "debug";
+import Instrumentation from "instrumentation";
 import config from "mc/config";
 import Preference from "preference";
 import Resource from "Resource";
@@ -35,6 +37,25 @@ const startTicks = Time.ticks;
 function say(line: string): void {
   trace(`${line}\n`);
 }
+
+/**
+ * The XS heap in use after a garbage collection, from the SDK's instrumentation: what the app
+ * holds at that moment. Undefined in builds without instrumentation (release).
+ */
+function heapInUse(): { chunks: number; slots: number } | undefined {
+  Debug.gc();
+  const chunks = Instrumentation.get(Instrumentation.map("XS Chunk Heap Used"));
+  const slots = Instrumentation.get(Instrumentation.map("XS Slot Heap Used"));
+  return chunks === undefined || slots === undefined ? undefined : { chunks, slots };
+}
+
+function memoryLine(label: string, now: { chunks: number; slots: number }, before?: { chunks: number; slots: number }): string {
+  const kib = (bytes: number) => `${(bytes / 1024).toFixed(1)} KiB`;
+  const delta = before ? ` (+${kib(now.chunks - before.chunks)} chunks, +${kib(now.slots - before.slots)} slots since boot)` : "";
+  return `dps: memory ${label}: ${kib(now.chunks)} chunks, ${kib(now.slots)} slots${delta}`;
+}
+
+const atBoot = heapInUse();
 
 function start(settings: Settings): void {
   const { runtime: runtimeConfig, host } = settings;
@@ -93,9 +114,17 @@ function start(settings: Settings): void {
         };
         next();
       }
-      if (event.source === "telemetry" && ++acknowledged === host.messages) say(`dps: done: ${acknowledged} message(s) acknowledged by ${device.assignment?.assignedHub}`);
+      if (event.source === "telemetry" && ++acknowledged === host.messages) {
+        say(`dps: done: ${acknowledged} message(s) acknowledged by ${device.assignment?.assignedHub}`);
+        // Measured outside the runtime's callback, once its work for this event is over.
+        Timer.set(() => {
+          const connected = heapInUse();
+          if (connected) say(memoryLine("while connected", connected, atBoot));
+        }, 0);
+      }
     },
   );
+  if (atBoot) say(memoryLine("at boot", atBoot));
   say(`dps: starting ${runtimeConfig.registrationId} (scope ${runtimeConfig.idScope}, ${host.transport}${host.address ? ` via ${host.address}` : ""})`);
   device.start();
 }

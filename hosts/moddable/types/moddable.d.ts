@@ -152,3 +152,20 @@ declare module "mc/config" {
   const config: Readonly<Record<string, unknown>> & { readonly file?: { readonly root: string } };
   export default config;
 }
+
+declare module "instrumentation" {
+  /** The SDK's counters; `get` gives undefined where the build has no instrumentation (release). */
+  const Instrumentation: {
+    map(name: string): number | undefined;
+    get(what: number | undefined): number | undefined;
+  };
+  export default Instrumentation;
+}
+
+declare module "debug" {
+  const Debug: {
+    /** Without an argument: collects garbage now. */
+    gc(enable?: boolean): void;
+  };
+  export default Debug;
+}
