@@ -24,7 +24,8 @@ import { setClockFromNtp } from "dps-runtime/hosts/moddable/ntp";
 import { digestCrypto, moddableTimers, rngSecureRandom, traceLog } from "dps-runtime/hosts/moddable/platform";
 import { target } from "dps-runtime/hosts/moddable/target";
 
-// mcconfig's name=value settings arrive as strings.
+// mcconfig's name=value settings arrive as strings: idScope, registrationId, symmetricKey,
+// globalEndpoint, transport (tls or tcp), address, dpsPort, lookupPort, hubPort, cacheFile.
 const setting = (name: string): string | undefined => (typeof config[name] === "string" ? (config[name] as string) : undefined);
 const port = (name: string): number | undefined => (setting(name) ? Number(setting(name)) : undefined);
 
@@ -41,6 +42,7 @@ const device = new DeviceRuntime(
     symmetricKey: setting("symmetricKey"),
     globalEndpoint: setting("globalEndpoint"),
     dpsPort: port("dpsPort"),
+    lookupPort: port("lookupPort"),
     hub: { port: port("hubPort") },
   },
   {
@@ -51,7 +53,7 @@ const device = new DeviceRuntime(
     random: () => Math.random(),
     secureRandom: rngSecureRandom(RNG),
     crypto: digestCrypto(Digest),
-    flash: target.openCacheFlash({ cachePartition: "dpscache", cacheFile: "minimal-cache.flash" }),
+    flash: target.openCacheFlash({ cachePartition: "dpscache", cacheFile: setting("cacheFile") ?? "minimal-cache.flash" }),
     log: traceLog((line) => trace(line), "info"),
   },
   (event) => {
