@@ -11,7 +11,7 @@
  * used, `-t build` stops at the bytecode. Run from the repository after `npm run build`.
  */
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, join, resolve } from "node:path";
 import ts from "typescript";
@@ -26,13 +26,17 @@ const bin = join(sdk, "build", "bin", process.platform === "darwin" ? "mac" : "l
 const env = { ...process.env, PATH: `${bin}:${join(root, "node_modules", ".bin")}:${process.env.PATH}` };
 const work = mkdtempSync(join(tmpdir(), "dps-size-"));
 
-/** Builds a mod manifest for esp32 and returns every .xsb under it with its size, and the archive's. */
-function build(name: string, manifest: object): { files: Map<string, number>; archive: number; out: string } {
+/**
+ * Builds a mod manifest for esp32; returns every .xsb with its size, the archive's size, and the
+ * JS that mcrun's tsc step emitted for each module (under out/tmp/…/tsc/).
+ */
+function build(name: string, manifest: object): { files: Map<string, number>; archive: number; js: Map<string, string> } {
   const dir = join(work, name);
-  execFileSync("mkdir", ["-p", join(dir, "out")]);
+  mkdirSync(join(dir, "out"), { recursive: true });
   writeFileSync(join(dir, "manifest.json"), JSON.stringify(manifest));
   execFileSync("mcrun", ["-m", "-p", "esp32", "-t", "build", "-o", join(dir, "out"), join(dir, "manifest.json")], { env, cwd: dir, stdio: "pipe", timeout: 300_000 });
   const files = new Map<string, number>();
+  const js = new Map<string, string>();
   let archive = 0;
   const walk = (d: string): void => {
     for (const entry of readdirSync(d, { withFileTypes: true })) {
@@ -40,24 +44,11 @@ function build(name: string, manifest: object): { files: Map<string, number>; ar
       if (entry.isDirectory()) walk(path);
       else if (entry.name.endsWith(".xsb")) files.set(entry.name.slice(0, -4), statSync(path).size);
       else if (entry.name.endsWith(".xsa")) archive = statSync(path).size;
+      else if (entry.name.endsWith(".js") && path.includes(join("", "tsc", "")) && !js.has(entry.name.slice(0, -3))) js.set(entry.name.slice(0, -3), path);
     }
   };
   walk(join(dir, "out"));
-  return { files, archive, out: join(dir, "out") };
-}
-
-/** The JS that mcrun's tsc step emitted for a module (under out/tmp/…/tsc/). */
-function emitted(out: string, module: string): string | undefined {
-  let found: string | undefined;
-  const walk = (d: string): void => {
-    for (const entry of readdirSync(d, { withFileTypes: true })) {
-      const path = join(d, entry.name);
-      if (entry.isDirectory()) walk(path);
-      else if (entry.name === `${module}.js` && path.includes(`${join("", "tsc", "")}`)) found ??= path;
-    }
-  };
-  walk(join(out, "tmp"));
-  return found;
+  return { files, archive, js };
 }
 
 /** The module with its messages taken out, compiled by xsc; bytes. */
@@ -77,7 +68,7 @@ function withoutMessages(js: string, name: string): number {
   let text = js;
   for (const [start, end] of edits.sort((a, b) => b[0] - a[0])) text = `${text.slice(0, start)}""${text.slice(end)}`;
   const dir = join(work, "stripped");
-  execFileSync("mkdir", ["-p", dir]);
+  mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, `${name}.js`), text);
   execFileSync("xsc", [join(dir, `${name}.js`), "-e", "-o", dir, "-r", name], { env, stdio: "pipe" });
   return statSync(join(dir, `${name}.xsb`)).size;
@@ -89,7 +80,7 @@ try {
   const rows: { name: string; bytes: number; floor: number }[] = [];
   for (const [name, bytes] of ours.files) {
     if (name === "check" || name === "tweetnacl") continue;
-    const js = emitted(ours.out, name);
+    const js = ours.js.get(name);
     rows.push({ name, bytes, floor: js ? withoutMessages(readFileSync(js, "utf8"), name) : bytes });
   }
   rows.sort((a, b) => b.bytes - a.bytes);
