@@ -43,9 +43,13 @@ function say(line: string): void {
  * holds at that moment. Undefined in builds without instrumentation (release).
  */
 function heapInUse(): { chunks: number; slots: number } | undefined {
+  const chunkIndex = Instrumentation.map("XS Chunk Heap Used");
+  const slotIndex = Instrumentation.map("XS Slot Heap Used");
+  // No forced collection where nothing would be reported.
+  if (chunkIndex === undefined || slotIndex === undefined) return undefined;
   Debug.gc();
-  const chunks = Instrumentation.get(Instrumentation.map("XS Chunk Heap Used"));
-  const slots = Instrumentation.get(Instrumentation.map("XS Slot Heap Used"));
+  const chunks = Instrumentation.get(chunkIndex);
+  const slots = Instrumentation.get(slotIndex);
   return chunks === undefined || slots === undefined ? undefined : { chunks, slots };
 }
 
