@@ -178,17 +178,27 @@ export function base64Decode(text: string, what = "value"): Uint8Array {
  * fixed by this project, whatever the engine.
  */
 export function urlEncode(text: string): string {
+  return encode(text, false);
+}
+
+/**
+ * URL-encodes as azure-iot-common's `encodeUriComponentStrict` does (the official Node clients'
+ * hub token `sr`): encodeURIComponent, then `! ' ( ) *` escaped too, each as `%` and
+ * `charCodeAt(0).toString(16)`: `%21 %27 %28 %29` and a lowercase `%2a`.
+ */
+export function urlEncodeStrict(text: string): string {
+  return encode(text, true);
+}
+
+function encode(text: string, strict: boolean): string {
   const bytes = utf8Encode(text);
   let out = "";
   for (let i = 0; i < bytes.length; i++) {
     const b = bytes[i];
-    if (
-      (b >= 0x41 && b <= 0x5a) ||
-      (b >= 0x61 && b <= 0x7a) ||
-      (b >= 0x30 && b <= 0x39) ||
-      b === 0x2d || b === 0x5f || b === 0x2e || b === 0x21 || b === 0x7e || b === 0x2a || b === 0x27 || b === 0x28 || b === 0x29
-    ) {
+    if ((b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a) || (b >= 0x30 && b <= 0x39) || b === 0x2d || b === 0x5f || b === 0x2e || b === 0x7e) {
       out += String.fromCharCode(b);
+    } else if (b === 0x21 || b === 0x2a || b === 0x27 || b === 0x28 || b === 0x29) {
+      out += strict ? "%" + b.toString(16) : String.fromCharCode(b);
     } else {
       out += "%" + (b < 16 ? "0" : "") + b.toString(16).toUpperCase();
     }

@@ -9,6 +9,7 @@
 import type { CryptoPort } from "./crypto.js";
 import { base64Decode, base64Encode, urlEncode, utf8Encode } from "./encoding.js";
 import { check, UsageError } from "./errors.js";
+import { hubTokenResource } from "./hub-protocol.js";
 
 /** 2020-01-01T00:00:00Z: a clock earlier than this has not been set (no NTP yet). */
 export const EARLIEST_PLAUSIBLE_TIME_MS = 1_577_836_800_000;
@@ -82,11 +83,14 @@ export interface HubSasOptions {
   readonly expiry: number;
 }
 
-/** The SAS token a device presents to its IoT Hub: `sr` URL-encoded, no key name. */
+/**
+ * The SAS token a device presents to its IoT Hub, byte for byte the official Node client's: `sr`
+ * strictly URL-encoded (`hubTokenResource`: `! ' ( ) *` escaped too), no key name.
+ */
 export function hubSasToken(crypto: CryptoPort, options: HubSasOptions): string {
   check(options.hubHost.length > 0, "hubHost must not be empty");
   check(options.deviceId.length > 0, "deviceId must not be empty");
-  return sasToken(crypto, urlEncode(`${options.hubHost}/devices/${options.deviceId}`), options.symmetricKey, options.expiry);
+  return sasToken(crypto, hubTokenResource(options.hubHost, options.deviceId), options.symmetricKey, options.expiry);
 }
 
 /**

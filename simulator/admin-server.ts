@@ -79,9 +79,18 @@ export function adminHandler(emulator: Emulator & { resetCounters(): void; clear
     return { status: 204 };
   });
   add("GET", "/hubs", "hubs with weight, availability and device count", () => ({ status: 200, body: emulator.hubs() }));
-  add("PATCH", "/hubs/:host", 'body {"available": bool}', ({ params, body }) => {
-    emulator.setHubAvailable(params[0], enabledFlag(body, "available"));
-    return { status: 200, body: { hostName: params[0], available: enabledFlag(body, "available") } };
+  add("PATCH", "/hubs/:host", 'body {"available": bool, "maxMessageBytes": 1..262144} (either or both)', ({ params, body }) => {
+    const fields = body as Record<string, unknown> | null;
+    const keys = typeof fields === "object" && fields !== null && !Array.isArray(fields) ? Object.keys(fields) : [];
+    const { available, maxMessageBytes } = (fields ?? {}) as { available?: unknown; maxMessageBytes?: unknown };
+    if (keys.length === 0 || keys.some((k) => k !== "available" && k !== "maxMessageBytes") || (available !== undefined && typeof available !== "boolean")) {
+      throw new EmulatorError("INVALID_ARGUMENT", 'body must be {"available": true|false, "maxMessageBytes": 1..262144}, either or both');
+    }
+    // maxMessageBytes first: it checks the hub and the value, so a bad body changes nothing.
+    if (maxMessageBytes !== undefined) emulator.setHubMaxMessageBytes(params[0], maxMessageBytes as number);
+    if (available !== undefined) emulator.setHubAvailable(params[0], available as boolean);
+    const hub = (emulator.hubs() as { hostName: string; available: boolean; maxMessageBytes: number }[]).find((h) => h.hostName.toLowerCase() === params[0].toLowerCase());
+    return { status: 200, body: { hostName: params[0], available: hub?.available, maxMessageBytes: hub?.maxMessageBytes } };
   });
   add("GET", "/faults", "fault rules with ids and match counts", () => ({ status: 200, body: emulator.faults() }));
   add("POST", "/faults", "add a rule (or an array of rules)", ({ body }) => {
@@ -145,7 +154,13 @@ export function adminHandler(emulator: Emulator & { resetCounters(): void; clear
         }
       }
       try {
-        const params = (route.pattern.exec(url.pathname) ?? []).slice(1).map(decodeURIComponent);
+        let params: string[];
+        try {
+          params = (route.pattern.exec(url.pathname) ?? []).slice(1).map(decodeURIComponent);
+        } catch {
+          // A device id may hold '%': it must be sent as %25 (and ? # as %3F %23).
+          return reply(400, { error: { code: "INVALID_PATH", message: `${url.pathname} has a broken %-escape; encode the id with encodeURIComponent` } });
+        }
         const result = route.handler({ params, query: url.searchParams, body });
         reply(result.status, result.body);
       } catch (error) {

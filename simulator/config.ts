@@ -4,6 +4,7 @@
 import { readFileSync } from "node:fs";
 import { EmulatorError, INJECTABLE_STATUSES } from "./errors.js";
 import { decodeKey } from "./sas.js";
+import { isDeviceId } from "./topics.js";
 
 export type ReprovisionPolicy = "reprovisionAndMigrate" | "reprovisionAndReset" | "neverReprovision";
 
@@ -51,9 +52,16 @@ export interface FaultRule {
   malformed?: MalformedKind;
 }
 
+export interface HubConfig {
+  hostName: string;
+  allocationWeight?: number;
+  /** Largest telemetry body the hub takes (default 256 KiB, the real hub's limit); a larger one closes the connection. */
+  maxMessageBytes?: number;
+}
+
 export interface EmulatorConfig {
   idScope: string;
-  hubs: { hostName: string; allocationWeight?: number }[];
+  hubs: HubConfig[];
   allocationPolicy?: "hashed" | "static";
   assignAfterPolls?: number;
   retryAfterSeconds?: number;
@@ -77,12 +85,31 @@ export const FAULT_STEPS: readonly FaultStep[] = ["connect", "subscribe", "regis
 export const MALFORMED_KINDS: readonly MalformedKind[] = ["non-json", "missing-operation-id", "wrong-types", "truncated"];
 const POLICIES: readonly ReprovisionPolicy[] = ["reprovisionAndMigrate", "reprovisionAndReset", "neverReprovision"];
 
+/** IoT Hub's limit on a device-to-cloud message: 256 KiB. */
+export const HUB_MAX_MESSAGE_BYTES = 256 * 1024;
+
+const CONFIG_FIELDS = ["idScope", "hubs", "allocationPolicy", "assignAfterPolls", "retryAfterSeconds", "enrollments", "limits", "faults", "reprovisionPolicy", "unknownRegistrationStatus", "telemetryLimit"];
+const HUB_FIELDS = ["hostName", "allocationWeight", "maxMessageBytes"];
+const LIMIT_FIELDS = ["registrationsPerMinute", "operationsPerMinute", "pollsPerDevicePer10s"] as const;
+
 // DPS registration ids: up to 128 characters, alphanumerics and - . _ :
 const REGISTRATION_ID = /^[A-Za-z0-9\-._:]{1,128}$/;
 const HOST_NAME = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}))*$/;
 
 function fail(field: string, problem: string): never {
   throw new EmulatorError("INVALID_CONFIG", `${field}: ${problem}`);
+}
+
+/** A typo in a field name is an error at start, not a setting silently ignored. */
+function knownFields(value: object, known: readonly string[], field: string): void {
+  for (const key of Object.keys(value)) if (!known.includes(key)) fail(field ? `${field}.${key}` : key, `is not a known field (${known.join(", ")})`);
+}
+
+/** hubs[].maxMessageBytes: 1 to 256 KiB (a hub that takes more than the real one would hide a device's oversize bug). */
+export function checkMaxMessageBytes(value: unknown, field: string): void {
+  if (value !== undefined && !(Number.isInteger(value) && (value as number) >= 1 && (value as number) <= HUB_MAX_MESSAGE_BYTES)) {
+    fail(field, `must be an integer from 1 to ${HUB_MAX_MESSAGE_BYTES} (the real hub's limit, 256 KiB)`);
+  }
 }
 
 function optionalObject(value: unknown, field: string): void {
@@ -101,6 +128,15 @@ export function checkRegistrationId(id: unknown, field: string): asserts id is s
   if (typeof id !== "string" || !REGISTRATION_ID.test(id)) {
     fail(field, "must be 1-128 characters of letters, digits, '-', '.', '_' or ':'");
   }
+}
+
+/**
+ * IoT Hub device ids: case-sensitive, 1-128 ASCII letters, digits and - : . + % _ # * ? ! ( ) , = @ ; $ '
+ * (learn.microsoft.com, the deviceId of IoT Hub's Event Grid events and the identity registry).
+ * `+` and `#` are accepted as the registry accepts them, though MQTT cannot carry them in a topic.
+ */
+export function checkDeviceId(id: unknown, field: string): asserts id is string {
+  if (!isDeviceId(id)) fail(field, "must be 1-128 characters of letters, digits and - : . + % _ # * ? ! ( ) , = @ ; $ '");
 }
 
 function checkKeys(e: { primaryKey: unknown; secondaryKey?: unknown }, field: string): void {
@@ -124,7 +160,7 @@ export function checkIndividualEnrollment(e: IndividualEnrollment, field = "enro
   optionalBoolean(e.enabled, `${field}.enabled`);
   optionalObject(e.initialTwin, `${field}.initialTwin`);
   optionalObject(e.allocationPayload, `${field}.allocationPayload`);
-  if (e.deviceId !== undefined) checkRegistrationId(e.deviceId, `${field}.deviceId`);
+  if (e.deviceId !== undefined) checkDeviceId(e.deviceId, `${field}.deviceId`);
   if (e.iotHubHostName !== undefined && typeof e.iotHubHostName !== "string") fail(`${field}.iotHubHostName`, "must be a string");
   checkPolicy(e.reprovisionPolicy, `${field}.reprovisionPolicy`);
 }
@@ -185,16 +221,20 @@ export function checkFaultRule(rule: FaultRule, field = "fault"): void {
 /** Checks a whole configuration; returns it with defaults filled in. Throws EmulatorError. */
 export function checkConfig(input: EmulatorConfig): EmulatorConfig {
   if (typeof input !== "object" || input === null) fail("config", "must be an object");
+  knownFields(input, CONFIG_FIELDS, "");
   if (typeof input.idScope !== "string" || !/^[A-Za-z0-9]{1,64}$/.test(input.idScope)) fail("idScope", "must be letters and digits, like 0ne00000001");
   if (!Array.isArray(input.hubs) || input.hubs.length === 0) fail("hubs", "must list at least one hub");
   const names = new Set<string>();
   input.hubs.forEach((h, i) => {
-    if (typeof h?.hostName !== "string" || !HOST_NAME.test(h.hostName)) fail(`hubs[${i}].hostName`, "must be a host name");
+    if (typeof h !== "object" || h === null) fail(`hubs[${i}]`, "must be an object");
+    knownFields(h, HUB_FIELDS, `hubs[${i}]`);
+    if (typeof h.hostName !== "string" || !HOST_NAME.test(h.hostName)) fail(`hubs[${i}].hostName`, "must be a host name");
     if (names.has(h.hostName.toLowerCase())) fail(`hubs[${i}].hostName`, "is listed twice");
     names.add(h.hostName.toLowerCase());
     if (h.allocationWeight !== undefined && !(typeof h.allocationWeight === "number" && h.allocationWeight >= 0 && h.allocationWeight <= 1000)) {
       fail(`hubs[${i}].allocationWeight`, "must be a number from 0 to 1000");
     }
+    checkMaxMessageBytes(h.maxMessageBytes, `hubs[${i}].maxMessageBytes`);
   });
   if (input.allocationPolicy !== undefined && input.allocationPolicy !== "hashed" && input.allocationPolicy !== "static") {
     fail("allocationPolicy", 'must be "hashed" or "static"');
@@ -208,10 +248,12 @@ export function checkConfig(input: EmulatorConfig): EmulatorConfig {
   }
   const limits = input.limits ?? {};
   optionalObject(input.limits, "limits");
-  for (const key of ["registrationsPerMinute", "operationsPerMinute", "pollsPerDevicePer10s"] as const) {
+  knownFields(limits, LIMIT_FIELDS, "limits");
+  for (const key of LIMIT_FIELDS) {
     if (limits[key] !== undefined && (!Number.isInteger(limits[key]) || (limits[key] as number) < 1)) fail(`limits.${key}`, "must be a positive integer");
   }
   optionalObject(input.enrollments, "enrollments");
+  knownFields(input.enrollments ?? {}, ["individual", "groups"], "enrollments");
   const individual = input.enrollments?.individual ?? [];
   const groups = input.enrollments?.groups ?? [];
   if (!Array.isArray(individual)) fail("enrollments.individual", "must be an array");

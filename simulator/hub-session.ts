@@ -2,28 +2,33 @@
 // (`{hub}/{deviceId}/?api-version=...`); when the client sent SNI naming another emulated hub,
 // the connection is refused. Telemetry is stored and acknowledged; the device twin can be read
 // and its reported properties patched; anything else a real hub would refuse closes the connection.
+// The device id is the same bytes everywhere, as the official clients write it: client id, user
+// name and topic raw, the token's `sr` URL-encoded (and compared decoded).
 //
-//   CONNECT  client id dev-1, user hub-1.azure-devices.localhost/dev-1/?api-version=2021-04-12
-//            password SharedAccessSignature sr=hub-1.azure-devices.localhost%2Fdevices%2Fdev-1&sig=...&se=...
-//   PUBLISH  devices/dev-1/messages/events/  {"temperature":21.5}   -> PUBACK
+//   CONNECT  client id sensor:01, user hub-1.azure-devices.localhost/sensor:01/?api-version=2021-04-12
+//            password SharedAccessSignature sr=hub-1.azure-devices.localhost%2Fdevices%2Fsensor%3A01&sig=...&se=...
+//   PUBLISH  devices/sensor:01/messages/events/  {"temperature":21.5}   -> PUBACK
+//   PUBLISH  devices/sensor%3A01/messages/events/                       -> closed: another device's topic
 import type { Socket } from "node:net";
 import type { IConnectPacket, IPublishPacket, ISubscribePacket } from "mqtt-packet";
 import type { FaultSubject } from "./faults.js";
 import { Counters } from "./log.js";
 import { MqttSession, serverNameOf, type SessionContext } from "./mqtt-session.js";
 import { checkSasClaims, parseSasToken, signatureMatches } from "./sas.js";
-import type { HubDevice } from "./service.js";
+import type { HubDevice, HubState } from "./service.js";
+import { HUB_MAX_MESSAGE_BYTES } from "./config.js";
 import { connackForStatus } from "./dps-session.js";
-import { hubSubscriptionAllowed, parseHubTopic, parseHubUserName } from "./topics.js";
+import { hubSubscriptionAllowed, isDeviceId, parseHubTopic, parseHubUserName } from "./topics.js";
 
-/** Telemetry messages above this size make a real hub close the connection. */
-export const HUB_MAX_MESSAGE_BYTES = 256 * 1024;
+/** Messages above this size make a real hub close the connection (per hub: `maxMessageBytes`). */
+export { HUB_MAX_MESSAGE_BYTES };
 
 export class HubSession extends MqttSession {
   readonly endpoint = "hub" as const;
   deviceId: string | undefined;
   hubHostName: string | undefined;
   device: HubDevice | undefined;
+  #hub: HubState | undefined;
   #twinQos = -1;
 
   constructor(socket: Socket, ctx: SessionContext, transport: "tls" | "tcp") {
@@ -48,6 +53,16 @@ export class HubSession extends MqttSession {
     }
     this.deviceId = user.deviceId;
     if (packet.clientId !== user.deviceId) return this.connack(2);
+    // A client id that cannot be an IoT Hub device id (a character outside the registry's set, or
+    // over 128 characters) is refused as MQTT 3.1.1 says a server refuses a client identifier it
+    // does not allow: CONNACK 2, identifier rejected [MQTT-3.1.3-9]. Microsoft documents the
+    // charset (learn.microsoft.com, IoT Hub identity registry and the Event Grid deviceId field)
+    // but not which return code the hub sends for an id outside it; 2 is also what the emulator
+    // answers for a client id that differs from the user name's device id.
+    if (!isDeviceId(user.deviceId)) {
+      this.ctx.log.info("hub-bad-device-id", { client: this.deviceId.slice(0, 140) });
+      return this.connack(2);
+    }
     const hub = this.ctx.service.hub(user.hubHostName);
     if (!hub) {
       this.ctx.log.info("hub-unknown", { client: this.deviceId, hub: user.hubHostName });
@@ -76,7 +91,7 @@ export class HubSession extends MqttSession {
         else {
           failure = checkSasClaims(token, {
             resource: `${hub.hostName}/devices/${user.deviceId}`,
-            resourceIgnoreCase: true,
+            hostIgnoreCase: true,
             keyName: null,
             nowMs: this.ctx.now(),
             skewSeconds: this.ctx.service.skewSeconds,
@@ -88,6 +103,7 @@ export class HubSession extends MqttSession {
           return this.connack(5);
         }
         this.device = device;
+        this.#hub = hub;
         device.connections++;
         this.connack(0);
         if (this.ctx.log.enabled("debug")) this.ctx.log.debug("hub-connected", { client: this.deviceId, hub: hub.hostName, transport: this.transport });
@@ -109,10 +125,20 @@ export class HubSession extends MqttSession {
     const device = this.device as HubDevice;
     const request = parseHubTopic(packet.topic);
     const payload = typeof packet.payload === "string" ? Buffer.from(packet.payload) : packet.payload;
-    if (payload.length > HUB_MAX_MESSAGE_BYTES) return this.protocolError(`message of ${payload.length} bytes exceeds the hub's ${HUB_MAX_MESSAGE_BYTES}`);
+    if (payload.length > HUB_MAX_MESSAGE_BYTES) {
+      Counters.bump(this.ctx.counters.hub, "message-too-large");
+      return this.protocolError(`message of ${payload.length} bytes exceeds the hub's ${HUB_MAX_MESSAGE_BYTES}`);
+    }
     switch (request.kind) {
-      case "telemetry":
+      case "telemetry": {
+        // Byte for byte: `devices/sensor%3A01/...` is another device's topic for `sensor:01`.
         if (request.deviceId !== device.deviceId) return this.protocolError("telemetry published on another device's topic");
+        const limit = this.#hub?.maxMessageBytes ?? HUB_MAX_MESSAGE_BYTES;
+        if (payload.length > limit) {
+          // The hub cannot answer an error over MQTT 3.1.1: it closes the connection, no PUBACK.
+          Counters.bump(this.ctx.counters.hub, "message-too-large");
+          return this.protocolError(`telemetry message of ${payload.length} bytes exceeds the hub's maxMessageBytes (${limit})`);
+        }
         this.withFault("hub-publish", this.#subject(), {
           proceed: () => {
             this.ctx.service.addTelemetry({
@@ -130,6 +156,7 @@ export class HubSession extends MqttSession {
           },
         });
         return;
+      }
       case "twin-get":
         if (packet.qos > 0) this.puback(packet.messageId);
         this.#twinAnswer(200, request.rid, JSON.stringify({

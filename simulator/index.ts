@@ -22,7 +22,7 @@ import { Random } from "./random.js";
 import { ProvisioningService, type RegistrationRecord, type TelemetryMessage } from "./service.js";
 import { SlidingKeyLimit, WindowLimit } from "./throttle.js";
 
-export type { EmulatorConfig, FaultRule, FaultStep, GroupEnrollment, IndividualEnrollment, MalformedKind, ReprovisionPolicy } from "./config.js";
+export type { EmulatorConfig, FaultRule, FaultStep, GroupEnrollment, HubConfig, IndividualEnrollment, MalformedKind, ReprovisionPolicy } from "./config.js";
 export type { RegistrationRecord, TelemetryMessage } from "./service.js";
 export type { LogLevel, LogSink } from "./log.js";
 export { EmulatorError } from "./errors.js";
@@ -106,6 +106,11 @@ export interface Emulator {
   deleteDevice(deviceId: string, hubHostName?: string): void;
   /** Unavailable: CONNACK 3, and open connections to that hub are closed. Throws EmulatorError(UNKNOWN_HUB). */
   setHubAvailable(hubHostName: string, available: boolean): void;
+  /**
+   * The largest telemetry body the hub takes (1 to 256 KiB); a larger one closes the connection.
+   * Applies at once, to open connections too. Throws EmulatorError(UNKNOWN_HUB, INVALID_ARGUMENT).
+   */
+  setHubMaxMessageBytes(hubHostName: string, bytes: number): void;
   /** Returns the rule's id. Throws EmulatorError(INVALID_CONFIG) for an invalid rule. */
   addFault(rule: FaultRule): number;
   removeFault(id: number): boolean;
@@ -303,6 +308,10 @@ class EmulatorImpl implements Emulator {
     this.#service.setHubAvailable(hubHostName, available);
     this.#log.info("hub-changed", { hub: hubHostName, available });
     if (!available) this.#closeHubSessions((s) => s.hubHostName?.toLowerCase() === hubHostName.toLowerCase(), "hub-unavailable");
+  }
+  setHubMaxMessageBytes(hubHostName: string, bytes: number): void {
+    this.#service.setHubMaxMessageBytes(hubHostName, bytes);
+    this.#log.info("hub-changed", { hub: hubHostName, maxMessageBytes: bytes });
   }
   #closeHubSessions(which: (s: HubSession) => boolean, reason: string): void {
     for (const s of this.#sessions) if (s instanceof HubSession && s.connected && which(s)) s.close(reason);

@@ -115,6 +115,8 @@ export abstract class MqttSession {
       if (!this.connected) return this.protocolError(`${packet.cmd} before the connection was accepted`);
       switch (packet.cmd) {
         case "publish":
+          // mqtt-packet parses these; a server must not accept them (hence no device id with + or # can publish telemetry).
+          if (/[+#]/.test(packet.topic)) return this.protocolError("PUBLISH topic name holds a wildcard character (+ or #) [MQTT-3.3.2-2]");
           return this.onPublish(packet);
         case "subscribe":
           return this.onSubscribe(packet);

@@ -75,8 +75,11 @@ export function parseSasToken(text: string | Buffer | undefined | null): SasToke
 export interface SasExpectation {
   /** The decoded resource the token must name, e.g. `0ne00000001/registrations/device-1`. */
   readonly resource: string;
-  /** Compare the resource ignoring case (host names are case-insensitive). */
-  readonly resourceIgnoreCase?: boolean;
+  /**
+   * Compare the host (before the first '/') ignoring case, as DNS does; the rest, device ids
+   * included, is compared exactly (IoT Hub device ids are case-sensitive).
+   */
+  readonly hostIgnoreCase?: boolean;
   /** `undefined`: skn must be absent or anything; a string: when present, skn must equal it; `null`: skn must be absent. */
   readonly keyName?: string | null;
   readonly nowMs: number;
@@ -85,9 +88,12 @@ export interface SasExpectation {
 
 /** Checks everything but the signature: resource, key name, expiry. */
 export function checkSasClaims(token: SasToken, expect: SasExpectation): SasFailure | undefined {
-  const resourceMatches = expect.resourceIgnoreCase
-    ? token.resource.toLowerCase() === expect.resource.toLowerCase()
-    : token.resource === expect.resource;
+  let resourceMatches = token.resource === expect.resource;
+  if (!resourceMatches && expect.hostIgnoreCase) {
+    const a = token.resource.indexOf("/");
+    const b = expect.resource.indexOf("/");
+    resourceMatches = a > 0 && a === b && token.resource.slice(a) === expect.resource.slice(b) && token.resource.slice(0, a).toLowerCase() === expect.resource.slice(0, b).toLowerCase();
+  }
   if (!resourceMatches) return "wrong-resource";
   if (expect.keyName === null && token.skn !== undefined) return "wrong-key-name";
   if (typeof expect.keyName === "string" && token.skn !== undefined && token.skn !== expect.keyName) return "wrong-key-name";

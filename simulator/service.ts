@@ -4,7 +4,7 @@
 // about DPS's decisions is made here, which is what the unit tests drive directly.
 import { createHash } from "node:crypto";
 import type { EmulatorConfig, GroupEnrollment, IndividualEnrollment, ReprovisionPolicy } from "./config.js";
-import { checkGroupEnrollment, checkIndividualEnrollment } from "./config.js";
+import { checkGroupEnrollment, checkIndividualEnrollment, checkMaxMessageBytes, HUB_MAX_MESSAGE_BYTES } from "./config.js";
 import { EmulatorError, errorBody, timestampUtc } from "./errors.js";
 import type { Random } from "./random.js";
 import { checkSasClaims, decodeKey, deriveDeviceKey, signatureMatches, type SasFailure, type SasToken } from "./sas.js";
@@ -68,10 +68,12 @@ export interface HubDevice {
   connections: number;
 }
 
-interface HubState {
+export interface HubState {
   hostName: string;
   weight: number;
   available: boolean;
+  /** Largest telemetry body accepted; a larger one closes the connection. */
+  maxMessageBytes: number;
   devices: Map<string, HubDevice>;
 }
 
@@ -141,7 +143,13 @@ export class ProvisioningService {
     this.retryAfterSeconds = config.retryAfterSeconds ?? 3;
     this.#telemetryLimit = config.telemetryLimit ?? 10_000;
     for (const hub of config.hubs) {
-      this.#hubs.set(hub.hostName.toLowerCase(), { hostName: hub.hostName, weight: hub.allocationWeight ?? 1, available: true, devices: new Map() });
+      this.#hubs.set(hub.hostName.toLowerCase(), {
+        hostName: hub.hostName,
+        weight: hub.allocationWeight ?? 1,
+        available: true,
+        maxMessageBytes: hub.maxMessageBytes ?? HUB_MAX_MESSAGE_BYTES,
+        devices: new Map(),
+      });
     }
     for (const e of config.enrollments?.individual ?? []) this.addIndividualEnrollment(e);
     for (const e of config.enrollments?.groups ?? []) this.addGroupEnrollment(e);
@@ -518,8 +526,14 @@ export class ProvisioningService {
     return [...this.#hubs.values()].map((h) => h.hostName);
   }
 
-  hubsSummary(): { hostName: string; allocationWeight: number; available: boolean; devices: number }[] {
-    return [...this.#hubs.values()].map((h) => ({ hostName: h.hostName, allocationWeight: h.weight, available: h.available, devices: h.devices.size }));
+  hubsSummary(): { hostName: string; allocationWeight: number; available: boolean; maxMessageBytes: number; devices: number }[] {
+    return [...this.#hubs.values()].map((h) => ({
+      hostName: h.hostName,
+      allocationWeight: h.weight,
+      available: h.available,
+      maxMessageBytes: h.maxMessageBytes,
+      devices: h.devices.size,
+    }));
   }
 
   /** Throws EmulatorError(UNKNOWN_HUB). */
@@ -527,6 +541,18 @@ export class ProvisioningService {
     const hub = this.#hubs.get(hostName.toLowerCase());
     if (!hub) throw new EmulatorError("UNKNOWN_HUB", `no hub ${hostName}`);
     hub.available = available;
+  }
+
+  /** Throws EmulatorError(UNKNOWN_HUB), or INVALID_ARGUMENT unless 1 <= bytes <= 256 KiB. Open connections get the new limit at once. */
+  setHubMaxMessageBytes(hostName: string, bytes: number): void {
+    const hub = this.#hubs.get(hostName.toLowerCase());
+    if (!hub) throw new EmulatorError("UNKNOWN_HUB", `no hub ${hostName}`);
+    try {
+      checkMaxMessageBytes(bytes ?? null, "maxMessageBytes");
+    } catch (error) {
+      throw new EmulatorError("INVALID_ARGUMENT", (error as Error).message);
+    }
+    hub.maxMessageBytes = bytes;
   }
 
   /** The devices named `deviceId` (on one hub when `hubHostName` is given). */

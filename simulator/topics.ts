@@ -95,6 +95,16 @@ export function parseHubUserName(userName: string | undefined): HubUserName {
   return { ok: true, hubHostName, deviceId, apiVersion };
 }
 
+/**
+ * IoT Hub device ids: case-sensitive, 1 to 128 ASCII letters, digits and `- : . + % _ # * ? ! ( ) , = @ ; $ '`
+ * (learn.microsoft.com: "The unique identifier of the device. This case-sensitive string can be
+ * up to 128 characters long, and supports ASCII 7-bit alphanumeric characters plus the following
+ * special characters: - : . + % _ # * ? ! ( ) , = @ ; $ '").
+ */
+export function isDeviceId(id: unknown): id is string {
+  return typeof id === "string" && /^[A-Za-z0-9\-:.+%_#*?!(),=@;$']{1,128}$/.test(id);
+}
+
 export type HubRequest =
   | { kind: "telemetry"; deviceId: string }
   | { kind: "twin-get"; rid: string | undefined }

@@ -60,3 +60,10 @@ test("sas: registration ids follow Azure's rule", (t) => {
   for (const good of ["a", "dev-001", "my.device_1:x", "A1", "x".repeat(128)]) t.notThrows(() => checkRegistrationId(good), good);
   for (const bad of ["", "-dev", "dev-", "dev 1", "dev/1", "x".repeat(129), "dév"]) t.throws(() => checkRegistrationId(bad), { code: "INVALID_ARGUMENT" } as never, bad);
 });
+
+test("sas: the hub form writes sr as the official Node client does: strictly encoded, ! ' ( ) * escaped and * as lowercase %2a", (t) => {
+  const token = hubSasToken(portableCrypto, { hubHost: "contoso.azure-devices.net", deviceId: "sensor:01*(a)!'", symmetricKey: v.key, expiry: v.expiry });
+  const sr = "contoso.azure-devices.net%2Fdevices%2Fsensor%3A01%2a%28a%29%21%27";
+  const sig = createHmac("sha256", Buffer.from(v.key, "base64")).update(`${sr}\n${v.expiry}`).digest("base64");
+  t.is(token, `SharedAccessSignature sr=${sr}&sig=${encodeURIComponent(sig)}&se=${v.expiry}`);
+});

@@ -53,3 +53,38 @@ test("interop: the official device client is refused with a disabled device and 
   await t.throwsAsync(disabled.open());
   t.true((em.counters().hub["connack-5"] ?? 0) >= 2);
 });
+
+test("interop: the official device client with device id sensor:01 (an individual enrollment's deviceId) connects and its telemetry is acknowledged", async (t) => {
+  em.addIndividualEnrollment({ registrationId: "sdk-colon", primaryKey: keyFor("sdk-colon"), deviceId: "sensor:01" });
+  const state = await officialRegister(`127.0.0.1:${em.endpoints.dps.tlsPort}`, em.idScope, "sdk-colon", keyFor("sdk-colon"), em.caPem);
+  t.is(state.deviceId, "sensor:01");
+  const client = device.Client.fromConnectionString(connectionString(state.assignedHub, state.deviceId, keyFor("sdk-colon")), deviceMqtt.Mqtt);
+  t.teardown(() => client.close());
+  await client.setOptions({ ca: em.caPem });
+  await client.open();
+  await client.sendEvent(new device.Message("from sensor:01")); // resolves on the PUBACK
+  await client.close();
+  const stored = em.telemetry("sensor:01");
+  t.deepEqual(stored.map((m) => m.payload), ["from sensor:01"]);
+  t.is(stored[0].topic, "devices/sensor:01/messages/events/");
+});
+
+test("interop: the official device client with every special character IoT Hub allows but + # (; rules out a connection string) is acknowledged too", async (t) => {
+  const id = "a-:.%_*?!(),=@;$'z";
+  em.addIndividualEnrollment({ registrationId: "sdk-specials", primaryKey: keyFor("sdk-specials"), deviceId: id });
+  const state = await officialRegister(`127.0.0.1:${em.endpoints.dps.tlsPort}`, em.idScope, "sdk-specials", keyFor("sdk-specials"), em.caPem);
+  t.is(state.deviceId, id);
+  const auth = new device.SharedAccessKeyAuthenticationProvider({
+    host: state.assignedHub,
+    deviceId: id,
+    sharedAccessKey: keyFor("sdk-specials"),
+    gatewayHostName: `127.0.0.1:${em.endpoints.hub.tlsPort}`,
+  } as never);
+  const client = device.Client.fromAuthenticationProvider(auth, deviceMqtt.Mqtt);
+  t.teardown(() => client.close());
+  await client.setOptions({ ca: em.caPem });
+  await client.open();
+  await client.sendEvent(new device.Message("specials"));
+  await client.close();
+  t.deepEqual(em.telemetry(id).map((m) => m.payload), ["specials"]);
+});
