@@ -1,7 +1,11 @@
 /**
  * The DPS MQTT protocol: what a device sends (CONNECT credentials, topics, payloads, the HTTPS
  * registration status lookup) and one parse function per thing it receives. Builders are pure;
- * parsers turn every malformed input into a PeerError with a code, never a crash.
+ * parsers turn every malformed input into a PeerError with a code, never a crash: whatever the JSON
+ * holds (objects where numbers belong, prototype keys, deep nesting), they read only own fields,
+ * never convert an untrusted object to a string, and refuse nesting deeper than MAX_JSON_DEPTH
+ * before JSON.parse sees it (XS's JSON.parse recurses per level and overflows its native stack
+ * near 5,000 levels, which aborts the VM).
  */
 import { excerpt, PeerError, UsageError } from "./errors.js";
 import { urlDecode, urlEncode, utf8Decode, utf8Encode } from "./encoding.js";
@@ -18,6 +22,8 @@ const RESPONSE_PREFIX = "$dps/registrations/res/";
 export const MAX_MESSAGE_BYTES = 96 * 1024;
 /** Longest `$rid` or operationId echoed back that this parser accepts. */
 const MAX_ID_LENGTH = 256;
+/** Deepest nesting of arrays and objects accepted in an answer; deeper is MALFORMED_JSON. */
+export const MAX_JSON_DEPTH = 32;
 
 export interface DpsCredentials {
   readonly clientId: string;
@@ -140,16 +146,19 @@ export interface ResponseTopic {
   /** The HTTP-like status in the topic (`res/202/`). */
   readonly status: number;
   readonly rid: string;
-  /** Seconds, when the topic carried a well-formed `retry-after`. */
+  /**
+   * Seconds, when the topic carried `retry-after` as digits (with or without a decimal part),
+   * however many: at most Number.MAX_SAFE_INTEGER. Bounding the wait is the retry policy's job.
+   */
   readonly retryAfterSeconds?: number;
-  /** The raw `retry-after` value when it was present but not a non-negative number. */
+  /** An excerpt of the `retry-after` value when it was present but not digits (`-5`, `soon`, ``). */
   readonly retryAfterInvalid?: string;
 }
 
 /**
  * Parses `$dps/registrations/res/202/?$rid=1&retry-after=3` (parameters in any order, unknown
- * ones ignored). Returns undefined for a topic that is not a DPS response at all.
- * @throws PeerError MALFORMED_TOPIC when it is a DPS response topic but broken.
+ * ones ignored and not decoded). Returns undefined for a topic that is not a DPS response at all.
+ * @throws PeerError MALFORMED_TOPIC when it is a DPS response topic but broken (nothing else).
  */
 export function parseResponseTopic(topic: string): ResponseTopic | undefined {
   if (!topic.startsWith(RESPONSE_PREFIX)) return undefined;
@@ -173,11 +182,16 @@ export function parseResponseTopic(topic: string): ResponseTopic | undefined {
     const part = parts[i];
     const eq = part.indexOf("=");
     const name = eq < 0 ? part : part.slice(0, eq);
-    const value = eq < 0 ? "" : urlDecode(part.slice(eq + 1));
-    if (name === "$rid") rid = value;
-    else if (name === "retry-after") {
-      if (/^[0-9]{1,15}(\.[0-9]+)?$/.test(value)) retryAfterSeconds = Number(value);
-      else retryAfterInvalid = excerpt(value, 32);
+    const value = eq < 0 ? "" : part.slice(eq + 1);
+    if (name === "$rid") {
+      try {
+        rid = urlDecode(value);
+      } catch {
+        throw new PeerError("MALFORMED_TOPIC", `DPS response $rid is not percent-encoded UTF-8: "${excerpt(topic)}"`);
+      }
+    } else if (name === "retry-after") {
+      retryAfterSeconds = secondsOf(value);
+      retryAfterInvalid = retryAfterSeconds === undefined ? excerpt(value, 32) : undefined;
     }
   }
   if (rid === undefined || rid.length === 0) {
@@ -235,8 +249,18 @@ export interface DpsResponse {
   readonly error?: ErrorBody;
 }
 
+/** One DPS answer as readResponse gives it: all it could read, and why the rest is unusable. */
+export interface DpsAnswer extends DpsResponse {
+  /**
+   * Set when the body or the status cannot be used: OVERSIZE, MALFORMED_UTF8, MALFORMED_JSON,
+   * MALFORMED_BODY or UNKNOWN_STATUS. A 200/202 then has no `operation`; a status >= 300 has
+   * `error: {}`. The topic's status, `$rid` and retry-after are kept all the same.
+   */
+  readonly problem?: PeerError;
+}
+
 /**
- * Parses one message on the DPS response topics.
+ * Reads one message on the DPS response topics without throwing for what the body says.
  *   topic   `$dps/registrations/res/202/?$rid=1&retry-after=3`
  *   payload `{"operationId":"4.002e3c2e.5f7c","status":"assigning"}`
  *   topic   `$dps/registrations/res/200/?$rid=2`
@@ -245,36 +269,57 @@ export interface DpsResponse {
  *            "substatus":"initialAssignment","etag":"IjAwMDAi","createdDateTimeUtc":"...",...}}`
  *   topic   `$dps/registrations/res/401/?$rid=1`
  *   payload `{"errorCode":401002,"trackingId":"...","message":"Unauthorized","timestampUtc":"..."}`
+ *   topic   `$dps/registrations/res/503/?$rid=3&retry-after=5`
+ *   payload `Service Unavailable`   (→ error {} and problem MALFORMED_JSON; retry-after 5 kept)
  * Returns undefined when the topic is not a DPS response topic.
+ * @throws PeerError MALFORMED_TOPIC (only): the topic is a DPS response's but cannot be matched to
+ *   a request (no status, no `$rid`, ...).
+ */
+export function readResponse(topic: string, payload: Uint8Array): DpsAnswer | undefined {
+  const head = parseResponseTopic(topic);
+  if (!head) return undefined;
+  const answer: { -readonly [K in keyof DpsAnswer]: DpsAnswer[K] } = { ...head };
+  try {
+    if (head.status >= 300) {
+      answer.error = {}; // an error answer whose body cannot be read still carries its status
+      answer.error = parseErrorBody(parseJson(payload, "error body"));
+    } else if (head.status === 200 || head.status === 202) {
+      answer.operation = parseOperationStatus(parseJson(payload, "operation status"));
+    } else {
+      throw new PeerError("UNKNOWN_STATUS", `DPS answered with status ${head.status}, which this protocol does not use`);
+    }
+  } catch (cause) {
+    if (!(cause instanceof PeerError)) throw cause;
+    answer.problem = cause;
+  }
+  return answer;
+}
+
+/**
+ * readResponse for callers that want the problem thrown: an answer with status >= 300 and an
+ * unreadable body is returned with `error: {}`; any other problem is thrown.
  * @throws PeerError MALFORMED_TOPIC, OVERSIZE, MALFORMED_UTF8, MALFORMED_JSON, MALFORMED_BODY,
  *   UNKNOWN_STATUS.
  */
 export function parseResponse(topic: string, payload: Uint8Array): DpsResponse | undefined {
-  const head = parseResponseTopic(topic);
-  if (!head) return undefined;
-  if (head.status >= 300) {
-    // An error answer whose body cannot be read still carries its status: keep it.
-    let error: ErrorBody = {};
-    try {
-      error = parseErrorBody(parseJson(payload, "error body"));
-    } catch (cause) {
-      if (!(cause instanceof PeerError)) throw cause;
-    }
-    return { ...head, error };
-  }
-  if (head.status !== 200 && head.status !== 202) {
-    throw new PeerError("UNKNOWN_STATUS", `DPS answered with status ${head.status}, which this protocol does not use`);
-  }
-  return { ...head, operation: parseOperationStatus(parseJson(payload, "operation status")) };
+  const answer = readResponse(topic, payload);
+  if (!answer || !answer.problem) return answer;
+  if (!answer.error) throw answer.problem;
+  const { problem, ...response } = answer;
+  return response;
 }
 
 /**
- * Parses a UTF-8 JSON object from a message body.
- * @throws PeerError OVERSIZE, MALFORMED_UTF8, MALFORMED_JSON (also when it is not an object).
+ * Parses a UTF-8 JSON object from a message body, `{"status":"assigning",...}`.
+ * @throws PeerError OVERSIZE, MALFORMED_UTF8, MALFORMED_JSON (also when it is not an object or
+ *   nests deeper than MAX_JSON_DEPTH).
  */
 export function parseJson(payload: Uint8Array, what: string): Record<string, unknown> {
   if (payload.length > MAX_MESSAGE_BYTES) {
     throw new PeerError("OVERSIZE", `the ${what} is ${payload.length} bytes, over the ${MAX_MESSAGE_BYTES}-byte limit`);
+  }
+  if (tooDeep(payload)) {
+    throw new PeerError("MALFORMED_JSON", `the ${what} nests arrays or objects deeper than ${MAX_JSON_DEPTH} levels`);
   }
   const text = utf8Decode(payload);
   let value: unknown;
@@ -289,17 +334,37 @@ export function parseJson(payload: Uint8Array, what: string): Record<string, unk
   return value as Record<string, unknown>;
 }
 
+/**
+ * True when brackets outside strings nest deeper than MAX_JSON_DEPTH. It reads the UTF-8 bytes
+ * (no byte of a multi-byte character is ASCII) before they are decoded. JSON.parse fails at the
+ * first character that breaks the grammar, so it never goes deeper than this scan counts.
+ */
+function tooDeep(bytes: Uint8Array): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < bytes.length; i++) {
+    const c = bytes[i];
+    if (inString) {
+      if (c === 0x5c) i++; // backslash: the next character is escaped
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x5b || c === 0x7b) {
+      if (++depth > MAX_JSON_DEPTH) return true;
+    } else if (c === 0x5d || c === 0x7d) depth--;
+  }
+  return false;
+}
+
 /** Parses `{"operationId":"...","status":"assigning"|"assigned"|...,"registrationState":{...}}`. */
 export function parseOperationStatus(body: Record<string, unknown>): OperationStatus {
-  const status = statusField(body.status, "operation status");
+  const status = statusField(own(body, "status"), "operation status");
   const operationId = optionalString(body, "operationId", "operation status");
   if (operationId !== undefined && (operationId.length === 0 || operationId.length > MAX_ID_LENGTH)) {
     throw new PeerError("MALFORMED_BODY", `operationId must be 1 to ${MAX_ID_LENGTH} characters`);
   }
   let registrationState: RegistrationState | undefined;
-  if (body.registrationState !== undefined && body.registrationState !== null) {
-    registrationState = parseRegistrationState(body.registrationState);
-  }
+  const rawState = own(body, "registrationState");
+  if (rawState !== undefined && rawState !== null) registrationState = parseRegistrationState(rawState);
   if (status === "assigned" && !registrationState) {
     throw new PeerError("MALFORMED_BODY", "DPS reported the device assigned but sent no registrationState");
   }
@@ -319,7 +384,7 @@ export function parseRegistrationState(value: unknown): RegistrationState {
   }
   const body = value as Record<string, unknown>;
   const what = "registrationState";
-  const state: Record<string, unknown> = { status: statusField(body.status, what) };
+  const state: Record<string, unknown> = { status: statusField(own(body, "status"), what) };
   const names = ["registrationId", "createdDateTimeUtc", "assignedHub", "deviceId", "lastUpdatedDateTimeUtc", "etag", "errorMessage"];
   for (let i = 0; i < names.length; i++) {
     const name = names[i];
@@ -328,16 +393,18 @@ export function parseRegistrationState(value: unknown): RegistrationState {
   }
   const substatus = optionalString(body, "substatus", what);
   if (substatus !== undefined) state.substatus = SUBSTATUSES.indexOf(substatus) >= 0 ? substatus : excerpt(substatus, 64);
-  const errorCode = optionalCode(body.errorCode, what);
+  const errorCode = optionalCode(own(body, "errorCode"), what);
   if (errorCode !== undefined) state.errorCode = errorCode;
   const passed = ["payload", "symmetricKey", "x509", "trustBundle"];
   for (let i = 0; i < passed.length; i++) {
     const name = passed[i];
-    if (body[name] !== undefined && body[name] !== null) state[name] = body[name];
+    const v = own(body, name);
+    if (v !== undefined && v !== null) state[name] = v;
   }
   if (state.status === "assigned") {
-    if (!isHostName(state.assignedHub)) throw new PeerError("MALFORMED_BODY", "an assigned registrationState has no valid assignedHub");
-    if (typeof state.deviceId !== "string" || state.deviceId.length === 0 || state.deviceId.length > 128) {
+    if (!isHostName(own(state, "assignedHub"))) throw new PeerError("MALFORMED_BODY", "an assigned registrationState has no valid assignedHub");
+    const deviceId = own(state, "deviceId");
+    if (typeof deviceId !== "string" || deviceId.length === 0 || deviceId.length > 128) {
       throw new PeerError("MALFORMED_BODY", "an assigned registrationState has no valid deviceId");
     }
   }
@@ -347,12 +414,12 @@ export function parseRegistrationState(value: unknown): RegistrationState {
 /** Parses `{"errorCode":401002,"trackingId":"...","message":"...","timestampUtc":"..."}`. */
 export function parseErrorBody(body: Record<string, unknown>): ErrorBody {
   const out: { errorCode?: number; trackingId?: string; message?: string; timestampUtc?: string } = {};
-  const code = optionalCode(body.errorCode, "error body");
+  const code = optionalCode(own(body, "errorCode"), "error body");
   if (code !== undefined) out.errorCode = code;
   const names = ["trackingId", "message", "timestampUtc"] as const;
   for (let i = 0; i < names.length; i++) {
     const name = names[i];
-    const v = body[name];
+    const v = own(body, name);
     if (typeof v === "string") out[name] = excerpt(v, 512);
   }
   return out;
@@ -369,15 +436,24 @@ export interface LookupResult {
 }
 
 /**
- * Parses the lookup's HTTPS answer: 200 with a registration state, or an error body.
- * @throws PeerError as parseResponse does, for a 200 whose body is not a registration state.
+ * Parses the lookup's HTTPS answer: 200 with a registration state, or an error body (read as
+ * parseResponse reads one: unreadable gives `error: {}`).
+ *   200  `{"registrationId":"dev-001","assignedHub":"contoso.azure-devices.net","deviceId":"dev-001",
+ *         "status":"assigned","substatus":"initialAssignment","etag":"IjAwMDAi",...}`
+ *   404  `x-ms-error-code: 404202`, `{"errorCode":404202,"trackingId":"...","message":"Not found"}`
+ *   503  `retry-after: 5`, `{"errorCode":503000,"trackingId":"...","message":"..."}`
+ * `retry-after` is read as in a topic (digits, at most Number.MAX_SAFE_INTEGER); an HTTP date or
+ * anything else is left out.
+ * @throws PeerError OVERSIZE, MALFORMED_UTF8, MALFORMED_JSON, MALFORMED_BODY, UNKNOWN_STATUS, for a
+ *   200 whose body is not a registration state (nothing else).
  */
 export function parseLookupResponse(response: HttpsResponse): LookupResult {
-  const header = response.headers["x-ms-error-code"];
-  const retry = response.headers["retry-after"];
+  const header = own(response.headers, "x-ms-error-code");
+  const retry = own(response.headers, "retry-after");
   const base: { status: number; errorCodeHeader?: string; retryAfterSeconds?: number } = { status: response.status };
-  if (header) base.errorCodeHeader = excerpt(header, 64);
-  if (retry && /^[0-9]{1,15}$/.test(retry)) base.retryAfterSeconds = Number(retry);
+  if (typeof header === "string" && header) base.errorCodeHeader = excerpt(header, 64);
+  const seconds = typeof retry === "string" ? secondsOf(retry) : undefined;
+  if (seconds !== undefined) base.retryAfterSeconds = seconds;
   if (response.status === 200) {
     return { ...base, registrationState: parseRegistrationState(parseJson(response.body, "lookup answer")) };
   }
@@ -400,9 +476,9 @@ function statusField(value: unknown, what: string): RegistrationStatus {
 }
 
 function optionalString(body: Record<string, unknown>, name: string, what: string): string | undefined {
-  const v = body[name];
+  const v = own(body, name);
   if (v === undefined || v === null) return undefined;
-  if (typeof v !== "string") throw new PeerError("MALFORMED_BODY", `${what}.${name} should be a string, got ${typeof v}`);
+  if (typeof v !== "string") throw new PeerError("MALFORMED_BODY", `${what}.${name} should be a string, got ${kindOf(v)}`);
   return v;
 }
 
@@ -410,9 +486,26 @@ function optionalCode(value: unknown, what: string): number | undefined {
   if (value === undefined || value === null) return undefined;
   const n = typeof value === "string" && /^[0-9]{1,9}$/.test(value) ? Number(value) : value;
   if (typeof n !== "number" || !Number.isInteger(n) || n < 0) {
-    throw new PeerError("MALFORMED_BODY", `${what}.errorCode should be an integer, got ${excerpt(String(value), 20)}`);
+    throw new PeerError("MALFORMED_BODY", `${what}.errorCode should be an integer, got ${kindOf(value)}`);
   }
   return n;
+}
+
+/** A field of untrusted JSON, own properties only: nothing is read through the prototype. */
+function own(body: object, name: string): unknown {
+  return Object.hasOwn(body, name) ? (body as Record<string, unknown>)[name] : undefined;
+}
+
+/** Describes an untrusted JSON value without converting it: String() of an object can throw. */
+function kindOf(value: unknown): string {
+  if (typeof value === "string") return `"${excerpt(value, 20)}"`;
+  if (typeof value === "number" || typeof value === "boolean") return String(value);
+  return value === null ? "null" : Array.isArray(value) ? "an array" : typeof value;
+}
+
+/** `retry-after` as seconds: digits with an optional decimal part, capped, or undefined. */
+function secondsOf(value: string): number | undefined {
+  return /^[0-9]+(\.[0-9]+)?$/.test(value) ? Math.min(Number(value), Number.MAX_SAFE_INTEGER) : undefined;
 }
 
 function isHostName(value: unknown): value is string {

@@ -1,7 +1,7 @@
 /** DPS topics, payloads and parsers: every shared parsing case, builders, and fuzzed input never crashes. */
 import test from "ava";
 import fc from "fast-check";
-import { DpsError } from "../modules/errors.js";
+import { DpsError, PeerError } from "../modules/errors.js";
 import { utf8Decode, utf8Encode } from "../modules/encoding.js";
 import {
   dpsCredentials,
@@ -9,6 +9,7 @@ import {
   parseLookupResponse,
   parseResponse,
   pollTopic,
+  readResponse,
   registerPayload,
   registerTopic,
   httpStatusOfErrorCode,
@@ -25,6 +26,41 @@ for (const c of parsingCases) {
     }
   });
 }
+
+for (const c of parsingCases) {
+  test(`dps read: ${c.name}`, (t) => {
+    if (c.error === "MALFORMED_TOPIC") {
+      t.throws(() => readResponse(c.topic, c.payload), { instanceOf: PeerError, code: "MALFORMED_TOPIC" } as never);
+    } else if (c.error) {
+      const answer = readResponse(c.topic, c.payload);
+      t.true(answer?.problem instanceof PeerError);
+      t.is(answer?.problem?.code as string | undefined, c.error);
+      t.is(answer?.operation, undefined);
+    } else {
+      const answer = readResponse(c.topic, c.payload);
+      const { problem, ...rest } = answer ?? {};
+      t.deepEqual(JSON.parse(JSON.stringify(answer === undefined ? null : rest)), c.expected);
+      // An error answer with an unreadable body says why; parseResponse returns it without.
+      if (problem) t.true(problem instanceof PeerError && answer!.status >= 300);
+    }
+  });
+}
+
+test("dps read: what cannot be used is a problem beside what could be read", (t) => {
+  const bad = readResponse("$dps/registrations/res/202/?retry-after=4&$rid=3", utf8Encode("<html>"))!;
+  t.deepEqual({ status: bad.status, rid: bad.rid, retryAfterSeconds: bad.retryAfterSeconds, code: bad.problem?.code }, { status: 202, rid: "3", retryAfterSeconds: 4, code: "MALFORMED_JSON" });
+  t.is(bad.operation, undefined);
+  const unknown = readResponse("$dps/registrations/res/204/?$rid=3&retry-after=x", utf8Encode("{}"))!;
+  t.is(unknown.problem?.code, "UNKNOWN_STATUS");
+  t.is(unknown.retryAfterInvalid, "x");
+  const error = readResponse("$dps/registrations/res/500/?$rid=3&retry-after=6", utf8Encode("oops"))!;
+  t.deepEqual(error.error, {});
+  t.is(error.problem?.code, "MALFORMED_JSON");
+  t.is(error.retryAfterSeconds, 6);
+  t.deepEqual(parseResponse("$dps/registrations/res/500/?$rid=3&retry-after=6", utf8Encode("oops")), { status: 500, rid: "3", retryAfterSeconds: 6, error: {} });
+  t.throws(() => parseResponse("$dps/registrations/res/202/?$rid=3", utf8Encode("<html>")), { code: "MALFORMED_JSON" } as never);
+  t.is(readResponse("devices/d/messages/devicebound/", utf8Encode("{}")), undefined);
+});
 
 test("dps: CONNECT credentials carry the scope, registration id, api-version and a URL-encoded client version", (t) => {
   const c = dpsCredentials({ idScope: "0ne00000001", registrationId: "dev-001", sasToken: "SharedAccessSignature x", userAgent: "dps-runtime/0.1 (esp32)" });
@@ -67,6 +103,10 @@ test("dps: lookup answers: 200 state, 404 with x-ms-error-code only, 429 with re
   const busy = parseLookupResponse({ status: 429, headers: { "retry-after": "7" }, body: utf8Encode('{"errorCode":429001}') });
   t.is(busy.retryAfterSeconds, 7);
   t.is(busy.error?.errorCode, 429001);
+  t.is(parseLookupResponse({ status: 429, headers: { "retry-after": "1234567890123456789" }, body: new Uint8Array() }).retryAfterSeconds, Number.MAX_SAFE_INTEGER);
+  t.is(parseLookupResponse({ status: 429, headers: { "retry-after": "-1" }, body: new Uint8Array() }).retryAfterSeconds, undefined);
+  const hostile = parseLookupResponse({ status: 500, headers: {}, body: utf8Encode('{"errorCode":{"toString":1},"trackingId":"t"}') });
+  t.deepEqual(hostile.error, {});
   t.throws(() => parseLookupResponse({ status: 200, headers: {}, body: utf8Encode("nope") }), { code: "MALFORMED_JSON" } as never);
 });
 
@@ -87,6 +127,12 @@ test("dps: any topic and any bytes either parse or raise a PeerError, never anyt
   );
   fc.assert(
     fc.property(topics, bodies, (topic, body) => {
+      try {
+        const answer = readResponse(topic, body);
+        if (answer?.problem !== undefined && !(answer.problem instanceof PeerError)) return false;
+      } catch (error) {
+        if (!(error instanceof PeerError && error.code === "MALFORMED_TOPIC")) return false;
+      }
       try {
         parseResponse(topic, body);
         return true;
