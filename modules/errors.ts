@@ -33,7 +33,10 @@ export type ErrorCode =
   | "QUEUE_FULL"
   | "NOT_CONNECTED"
   | "STOPPED"
-  | "HUB_REFUSED";
+  | "HUB_REFUSED"
+  | "HUB_UNREACHABLE"
+  | "ASSIGNMENT_UNUSABLE"
+  | "INTERNAL";
 
 export class DpsError extends Error {
   readonly code: ErrorCode;

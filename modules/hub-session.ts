@@ -1,15 +1,18 @@
 /**
  * The IoT Hub session, sans-I/O like the registration machine: connect to the assigned hub with
  * a hub SAS token, publish telemetry at QoS 1 and match each PUBACK, renew the token before it
- * expires by reconnecting, keep a bounded outgoing queue, and turn the hub's answers into what
- * the troubleshooting table asks:
+ * expires by reconnecting, keep a bounded outgoing queue, and turn the hub's answers into an
+ * outcome by the one retry table (retry-policy.ts):
  *
- *   CONNACK 4 or 5 (bad token, disabled or deleted device)  → re-provision: the cached identity
- *                                                              is no longer good
- *   CONNACK 3, a dropped connection, a timeout              → retry the same hub with backoff, at
- *                                                              least 5 s apart, for a window; then
- *                                                              re-provision
- *   CONNACK 1 or 2                                          → stop: the firmware is wrong
+ *   CONNACK 4 or 5 (reauthenticate: a bad token, a disabled or deleted device) → "refused"
+ *   CONNACK 3, a drop, a timeout (retry, recover) → the same hub again, at least 5 s apart, for
+ *                                                   `windowMs`; then "unreachable"
+ *   CONNACK 1 or 2 (fail)                         → "failed"
+ *
+ * A session counts as up only once it has lasted `hub.stableMs` or seen a PUBACK: a hub that
+ * accepts the connection and drops it at once is failing, not recovering. A message that was the
+ * oldest unacknowledged one at `hub.maxMessageAttempts` link losses in a row is dropped and
+ * reported, so that one message the hub refuses cannot stop the queue forever.
  *
  * Time comes in with each event; the session reports its next deadline as one `set-timer`.
  */
@@ -17,43 +20,22 @@ import type { CryptoPort } from "./crypto.js";
 import { copyDefined, DpsError, UsageError, excerpt, type ErrorCode } from "./errors.js";
 import { urlEncode, utf8Encode } from "./encoding.js";
 import type { MqttConnectOptions, RandomSource, TransportFault } from "./ports.js";
-import { retryDelayMs, retryPolicy, type RetryPolicy } from "./retry-policy.js";
+import {
+  actionForConnack,
+  actionForFault,
+  connackMeaning,
+  defaultRetryPolicy,
+  HUB_MIN_RETRY_DELAY_MS,
+  retryDelayMs,
+  type RetryAction,
+  type RetryPolicy,
+} from "./retry-policy.js";
 import { hubSasToken, sasExpiry } from "./sas.js";
 
 export const HUB_API_VERSION = "2021-04-12";
 export const HUB_MQTT_PORT = 8883;
 /** IoT Hub's own limit for a device-to-cloud message. */
 export const HUB_MAX_MESSAGE_BYTES = 256 * 1024;
-
-export type HubConnackAction = "retry" | "reprovision" | "fail";
-
-export interface HubPolicy {
-  /** What each CONNACK refusal leads to ("default" for codes not listed). */
-  readonly connack: Readonly<Record<string, HubConnackAction>>;
-  /** Backoff between reconnects to the same hub; never less than 5 s apart (Azure's guidance). */
-  readonly initialDelayMs: number;
-  readonly maxDelayMs: number;
-  readonly jitter: number;
-  /** How long to keep retrying the cached hub before going back to DPS. */
-  readonly retryWindowMs: number;
-  /** CONNECT to CONNACK. */
-  readonly connectTimeoutMs: number;
-  /** PUBLISH to PUBACK; a late PUBACK means the link is dead: reconnect. */
-  readonly ackTimeoutMs: number;
-}
-
-export const defaultHubPolicy: HubPolicy = Object.freeze({
-  connack: Object.freeze({ "1": "fail", "2": "fail", "3": "retry", "4": "reprovision", "5": "reprovision", default: "retry" }) as Readonly<Record<string, HubConnackAction>>,
-  initialDelayMs: 5_000,
-  maxDelayMs: 120_000,
-  jitter: 0.5,
-  retryWindowMs: 10 * 60_000,
-  connectTimeoutMs: 30_000,
-  ackTimeoutMs: 30_000,
-});
-
-/** Azure's floor between reconnects after a hub failure. */
-export const HUB_MIN_RETRY_DELAY_MS = 5_000;
 
 export interface HubSessionConfig {
   readonly hubHost: string;
@@ -63,7 +45,7 @@ export interface HubSessionConfig {
   readonly port?: number;
   /** Default 3600 s. */
   readonly tokenLifetimeSeconds?: number;
-  /** Reconnect with a fresh token this long before the current one expires; default 10% of the lifetime, at least 60 s. */
+  /** Reconnect with a fresh token this long before it expires; default 10 % of the lifetime, 60 s to half of it. */
   readonly renewBeforeSeconds?: number;
   /** Default 60 s; the hub closes after 1.5 × this without traffic. */
   readonly keepAliveSeconds?: number;
@@ -76,7 +58,9 @@ export interface HubSessionConfig {
   /** IoT Plug and Play model id, sent in the CONNECT user name. */
   readonly modelId?: string;
   readonly userAgent?: string;
-  readonly policy?: Partial<HubPolicy>;
+  readonly policy?: RetryPolicy;
+  /** How long to retry before the outcome "unreachable"; default `policy.hub.windowMs`, 0 for one attempt. */
+  readonly windowMs?: number;
 }
 
 export interface HubSessionDeps {
@@ -94,7 +78,7 @@ export type HubEvent =
   | { readonly kind: "stop" };
 
 export interface HubStatus {
-  readonly state: "connecting" | "connected" | "renewing" | "retrying" | "refused" | "reprovision" | "failed" | "stopped";
+  readonly state: "connecting" | "connected" | "renewing" | "retrying" | "refused" | "unreachable" | "failed" | "stopped";
   readonly attempt: number;
   readonly delayMs?: number;
   readonly connack?: number;
@@ -111,7 +95,10 @@ export interface HubFailure {
 }
 
 export type HubOutcome =
-  | { readonly kind: "reprovision"; readonly reason: HubFailure }
+  /** The hub refused the identity (reauthenticate): the cached assignment is no longer good. */
+  | { readonly kind: "refused"; readonly reason: HubFailure }
+  /** Retries for the whole window failed: ask DPS, keeping the cache. */
+  | { readonly kind: "unreachable"; readonly reason: HubFailure }
   | { readonly kind: "failed"; readonly error: HubFailure }
   | { readonly kind: "stopped"; readonly dropped: number };
 
@@ -124,10 +111,12 @@ export type HubCommand =
   | { readonly kind: "clear-timer" }
   | { readonly kind: "status"; readonly status: HubStatus }
   | { readonly kind: "sent"; readonly tag: number }
+  /** A message given up on: `reason` says why (never its content). */
+  | { readonly kind: "dropped"; readonly tag: number; readonly reason: string }
   | { readonly kind: "received"; readonly topic: string; readonly payload: Uint8Array }
   | { readonly kind: "done"; readonly outcome: HubOutcome };
 
-export type HubPhase = "idle" | "connecting" | "connected" | "waiting" | "reprovision" | "failed" | "stopped";
+export type HubPhase = "idle" | "connecting" | "connected" | "waiting" | "ended";
 
 interface Outgoing {
   readonly tag: number;
@@ -136,6 +125,8 @@ interface Outgoing {
   readonly properties?: MessageProperties;
   /** PUBACK deadline while in flight. */
   deadline?: number;
+  /** Link losses in a row while this was the oldest unacknowledged message. */
+  losses: number;
 }
 
 /** Application properties of a telemetry message, sent URL-encoded after the topic. */
@@ -144,8 +135,8 @@ export type MessageProperties = Readonly<Record<string, string>>;
 export class HubSession {
   #config: HubSessionConfig;
   #deps: HubSessionDeps;
-  #policy: HubPolicy;
-  #backoff: RetryPolicy;
+  #policy: RetryPolicy;
+  #windowMs: number;
   #out: HubCommand[] = [];
   #phase: HubPhase = "idle";
   #now = 0;
@@ -154,6 +145,8 @@ export class HubSession {
   #connectDeadline: number | undefined;
   #retryAt: number | undefined;
   #renewAt: number | undefined;
+  #stableAt: number | undefined;
+  #stable = false;
   #timerAt: number | undefined;
   #linkOpen = false;
   #waiting: Outgoing[] = [];
@@ -166,11 +159,8 @@ export class HubSession {
 
   /** @throws UsageError INVALID_ARGUMENT for a bad configuration. */
   constructor(config: HubSessionConfig, deps: HubSessionDeps) {
-    const check = (ok: boolean, message: string): void => {
-      if (!ok) throw new UsageError("INVALID_ARGUMENT", message);
-    };
-    check(typeof config.hubHost === "string" && /^[A-Za-z0-9.\-]{1,253}$/.test(config.hubHost), "hubHost must be a host name such as contoso.azure-devices.net");
-    check(typeof config.deviceId === "string" && config.deviceId.length > 0 && config.deviceId.length <= 128, "deviceId must be 1 to 128 characters");
+    const problem = assignmentProblem(config.hubHost, config.deviceId);
+    check(problem === undefined, problem!);
     check(typeof config.symmetricKey === "string" && config.symmetricKey.length > 0, "symmetricKey is required");
     this.#maxQueue = config.maxQueue ?? 16;
     this.#maxInFlight = config.maxInFlight ?? Math.min(4, this.#maxQueue);
@@ -180,14 +170,18 @@ export class HubSession {
     check(this.#maxMessageBytes >= 1 && this.#maxMessageBytes <= HUB_MAX_MESSAGE_BYTES, `maxMessageBytes must be within 1..${HUB_MAX_MESSAGE_BYTES}`);
     this.#config = config;
     this.#deps = deps;
-    this.#policy = { ...defaultHubPolicy, ...config.policy };
-    check(this.#policy.initialDelayMs >= HUB_MIN_RETRY_DELAY_MS, `hub retries must be at least ${HUB_MIN_RETRY_DELAY_MS} ms apart (Azure's guidance)`);
-    this.#backoff = hubBackoff(this.#policy);
-    this.#topic = `devices/${urlEncode(config.deviceId)}/messages/events/`;
+    this.#policy = config.policy ?? defaultRetryPolicy;
+    this.#windowMs = config.windowMs ?? this.#policy.hub.windowMs;
+    this.#topic = `devices/${config.deviceId}/messages/events/`;
   }
 
   get phase(): HubPhase {
     return this.#phase;
+  }
+
+  /** True once the session has lasted `hub.stableMs` or seen a PUBACK; false again after a loss. */
+  get stable(): boolean {
+    return this.#stable;
   }
 
   /** Messages waiting or awaiting PUBACK. */
@@ -196,27 +190,22 @@ export class HubSession {
   }
 
   /**
-   * Queues a telemetry message; returns its tag (reported back in a `sent` command on PUBACK)
+   * Queues a telemetry message; returns its tag (reported back in a `sent` or `dropped` command)
    * and the commands to perform now.
    * @throws UsageError QUEUE_FULL when `maxQueue` messages are waiting or unacknowledged;
    *   OVERSIZE when the body exceeds `maxMessageBytes`; STOPPED after the session ended.
    */
   send(body: Uint8Array, properties: MessageProperties | undefined, now: number): { tag: number; commands: HubCommand[] } {
-    if (this.#phase === "stopped" || this.#phase === "failed" || this.#phase === "reprovision") {
-      throw new UsageError("STOPPED", `the hub session has ended (${this.#phase}); messages can no longer be queued on it`);
-    }
+    if (this.#phase === "ended") throw new UsageError("STOPPED", "the hub session has ended; messages can no longer be queued on it");
     if (body.length > this.#maxMessageBytes) {
       throw new UsageError("OVERSIZE", `the message is ${body.length} bytes; this session accepts at most ${this.#maxMessageBytes} (maxMessageBytes)`);
     }
     if (this.queued >= this.#maxQueue) {
-      throw new UsageError(
-        "QUEUE_FULL",
-        `the outgoing queue is full: ${this.#maxQueue} messages are waiting for the hub to acknowledge them; wait for a "sent" event, or raise maxQueue`,
-      );
+      throw new UsageError("QUEUE_FULL", `the outgoing queue is full: ${this.#maxQueue} messages wait for the hub to acknowledge them; wait for a "sent" event, or raise maxQueue`);
     }
     this.#begin(now);
     const tag = this.#nextTag++;
-    this.#waiting.push({ tag, topic: this.#topic + encodeProperties(properties), payload: body, properties });
+    this.#waiting.push({ tag, topic: this.#topic + encodeProperties(properties), payload: body, properties, losses: 0 });
     if (this.#phase === "connected") this.#flush();
     return { tag, commands: this.#end() };
   }
@@ -226,20 +215,14 @@ export class HubSession {
    * @throws UsageError ILLEGAL_EVENT for an event the host cannot legitimately deliver now.
    */
   handle(event: HubEvent, now: number): HubCommand[] {
-    const ended = this.#phase === "stopped" || this.#phase === "failed" || this.#phase === "reprovision";
-    if (event.kind === "start") {
-      if (this.#phase !== "idle") throw new UsageError("ILLEGAL_EVENT", `hub session: event "start" cannot happen in phase "${this.#phase}"`);
-    } else if (ended) {
-      if (event.kind === "timer") throw new UsageError("ILLEGAL_EVENT", `hub session: event "timer" in phase "${this.#phase}" but no timer is set`);
-      return [];
-    } else if (this.#phase === "idle" && event.kind !== "stop") {
-      throw new UsageError("ILLEGAL_EVENT", `hub session: event "${event.kind}" cannot happen before "start"`);
+    const kind = event.kind;
+    if (kind === "start" ? this.#phase !== "idle" : kind === "timer" ? this.#timerAt === undefined : this.#phase === "idle" && kind !== "stop") {
+      throw new UsageError("ILLEGAL_EVENT", `hub session: event "${kind}" cannot happen in phase "${this.#phase}"${kind === "timer" ? " (no timer is set)" : ""}`);
     }
-    if (event.kind === "timer" && this.#timerAt === undefined) {
-      throw new UsageError("ILLEGAL_EVENT", `hub session: event "timer" in phase "${this.#phase}" but no timer is set`);
-    }
+    // After the session ended, and from a link it has closed, nothing is news.
+    if (this.#phase === "ended" || (!this.#linkOpen && (kind === "connack" || kind === "puback" || kind === "message" || kind === "closed"))) return [];
     this.#begin(now);
-    if (event.kind === "timer") this.#timerAt = undefined;
+    if (kind === "timer") this.#timerAt = undefined;
     switch (event.kind) {
       case "start":
         this.#connect("connecting");
@@ -254,19 +237,24 @@ export class HubSession {
         if (this.#phase === "connected") this.#out.push({ kind: "received", topic: event.topic, payload: event.payload });
         break;
       case "closed":
-        this.#linkOpen = false;
-        if (this.#phase === "connecting" || this.#phase === "connected") {
-          this.#lost(event.fault.kind, `the hub connection ended (${event.fault.kind}): ${excerpt(event.fault.message, 120)}`);
-        }
+        this.#lost(event.fault.kind, `the hub connection ended (${event.fault.kind}): ${excerpt(event.fault.message, 120)}`);
         break;
       case "timer":
         this.#onTimer();
         break;
       case "stop":
-        this.#stop();
+        this.#close();
+        this.#finish({ kind: "stopped", dropped: this.queued }, "stopped");
+        this.#waiting = [];
+        this.#inFlight = [];
         break;
     }
     return this.#end();
+  }
+
+  /** Messages still waiting or unacknowledged, oldest first (for a caller that must keep them). */
+  pending(): { tag: number; payload: Uint8Array; properties?: MessageProperties }[] {
+    return this.#inFlight.concat(this.#waiting).map((m) => ({ tag: m.tag, payload: m.payload, properties: m.properties }));
   }
 
   #begin(now: number): void {
@@ -275,10 +263,13 @@ export class HubSession {
   }
 
   #end(): HubCommand[] {
-    const ended = this.#phase === "stopped" || this.#phase === "failed" || this.#phase === "reprovision";
     let next: number | undefined;
-    if (!ended) {
-      const times = [this.#connectDeadline, this.#retryAt, this.#renewAt, ...this.#inFlight.map((m) => m.deadline)];
+    if (this.#phase !== "ended") {
+      // Renewal and stability only matter on an open session: a renewal due while still
+      // connecting waits for the CONNACK instead of firing at once, over and over.
+      const connected = this.#phase === "connected";
+      const times = [this.#connectDeadline, this.#retryAt, connected ? this.#renewAt : undefined, connected ? this.#stableAt : undefined];
+      for (let i = 0; i < this.#inFlight.length; i++) times.push(this.#inFlight[i].deadline);
       for (let i = 0; i < times.length; i++) {
         const t = times[i];
         if (t !== undefined && (next === undefined || t < next)) next = t;
@@ -293,171 +284,154 @@ export class HubSession {
   }
 
   #connect(state: "connecting" | "renewing"): void {
-    const lifetime = this.#config.tokenLifetimeSeconds ?? 3600;
+    const c = this.#config;
+    const lifetime = c.tokenLifetimeSeconds ?? 3600;
     let password: string;
     let expiry: number;
     try {
       expiry = sasExpiry(this.#now, lifetime);
-      password = hubSasToken(this.#deps.crypto, {
-        hubHost: this.#config.hubHost,
-        deviceId: this.#config.deviceId,
-        symmetricKey: this.#config.symmetricKey,
-        expiry,
-      });
+      password = hubSasToken(this.#deps.crypto, { hubHost: c.hubHost, deviceId: c.deviceId, symmetricKey: c.symmetricKey, expiry });
     } catch (error) {
-      if (error instanceof DpsError) return this.#finish({ kind: "failed", error: { code: error.code, message: error.message } });
+      if (error instanceof DpsError) return this.#finish({ kind: "failed", error: { code: error.code, message: error.message } }, "failed");
       throw error;
     }
-    const renewBefore = this.#config.renewBeforeSeconds ?? Math.max(60, Math.floor(lifetime / 10));
+    const renewBefore = c.renewBeforeSeconds ?? Math.min(Math.max(60, Math.floor(lifetime / 10)), Math.floor(lifetime / 2));
     this.#renewAt = Math.max(this.#now + 1000, expiry * 1000 - renewBefore * 1000);
-    let username = `${this.#config.hubHost}/${this.#config.deviceId}/?api-version=${HUB_API_VERSION}`;
-    if (this.#config.userAgent) username += `&DeviceClientType=${urlEncode(this.#config.userAgent)}`;
-    if (this.#config.modelId) username += `&model-id=${urlEncode(this.#config.modelId)}`;
+    let username = `${c.hubHost}/${c.deviceId}/?api-version=${HUB_API_VERSION}`;
+    if (c.userAgent) username += `&DeviceClientType=${urlEncode(c.userAgent)}`;
+    if (c.modelId) username += `&model-id=${urlEncode(c.modelId)}`;
     this.#phase = "connecting";
     this.#retryAt = undefined;
-    this.#connectDeadline = this.#now + this.#policy.connectTimeoutMs;
+    this.#connectDeadline = this.#now + this.#policy.timeouts.connectMs;
     this.#status({ state, queued: this.queued });
     this.#linkOpen = true;
     this.#out.push({
       kind: "connect",
-      options: {
-        host: this.#config.hubHost,
-        port: this.#config.port ?? HUB_MQTT_PORT,
-        clientId: this.#config.deviceId,
-        username,
-        password,
-        keepAliveSeconds: this.#config.keepAliveSeconds ?? 60,
-        cleanSession: true,
-      },
+      options: { host: c.hubHost, port: c.port ?? HUB_MQTT_PORT, clientId: c.deviceId, username, password, keepAliveSeconds: c.keepAliveSeconds ?? 60, cleanSession: true },
     });
   }
 
   #onConnack(code: number): void {
     if (this.#phase !== "connecting") {
-      return this.#lost("protocol", `the hub sent a CONNACK on an open session`);
+      // A second CONNACK: the hub is confused. Close this link before anything else opens one.
+      this.#close();
+      return this.#lost("protocol", "the hub sent a CONNACK on an open session");
     }
     this.#connectDeadline = undefined;
     if (code === 0) {
       this.#phase = "connected";
-      this.#attempt = 0;
-      this.#failingSince = undefined;
+      this.#stableAt = this.#now + this.#policy.hub.stableMs;
       this.#status({ state: "connected", queued: this.queued });
       this.#flush();
       return;
     }
     this.#close();
-    const action = this.#policy.connack[String(code)] ?? this.#policy.connack.default ?? "retry";
-    const message = `the hub ${this.#config.hubHost} refused the connection with CONNACK ${code} (${connackText(code)})`;
-    if (action === "reprovision") {
-      return this.#finish({ kind: "reprovision", reason: { code: "HUB_REFUSED", message: `${message}: the cached identity is no longer good, provisioning again`, connack: code } }, "refused");
-    }
-    if (action === "fail") {
-      return this.#finish({ kind: "failed", error: { code: "HUB_REFUSED", message: `${message}: retrying cannot help`, connack: code } });
-    }
-    this.#retryLater(`connack-${code}`, message, code);
+    this.#failure(actionForConnack(this.#policy, code), `connack-${code}`, `the hub ${this.#config.hubHost} refused the connection with CONNACK ${code} (${connackMeaning(code)})`, code);
   }
 
   #onPuback(tag: number): void {
-    const index = this.#inFlight.findIndex((m) => m.tag === tag);
+    let index = -1;
+    for (let i = 0; i < this.#inFlight.length; i++) if (this.#inFlight[i].tag === tag) index = i;
     if (index < 0) return; // a duplicate or a PUBACK from before a reconnect
     this.#inFlight.splice(index, 1);
     this.#out.push({ kind: "sent", tag });
+    this.#settle();
     this.#flush();
   }
 
   #onTimer(): void {
     const now = this.#now;
     if (this.#connectDeadline !== undefined && now >= this.#connectDeadline) {
-      this.#connectDeadline = undefined;
       this.#close();
       return this.#lost("timeout", "no CONNACK from the hub within the connect timeout");
     }
-    if (this.#inFlight.some((m) => m.deadline !== undefined && now >= m.deadline)) {
-      this.#close();
-      return this.#lost("timeout", "no PUBACK from the hub within the acknowledgement timeout");
+    for (let i = 0; i < this.#inFlight.length; i++) {
+      const deadline = this.#inFlight[i].deadline;
+      if (deadline !== undefined && now >= deadline) {
+        this.#close();
+        return this.#lost("timeout", "no PUBACK from the hub within the acknowledgement timeout");
+      }
     }
-    if (this.#retryAt !== undefined && now >= this.#retryAt) {
-      this.#retryAt = undefined;
-      return this.#connect("connecting");
-    }
-    if (this.#renewAt !== undefined && now >= this.#renewAt && this.#phase === "connected") {
+    if (this.#retryAt !== undefined && now >= this.#retryAt) return this.#connect("connecting");
+    if (this.#phase !== "connected") return;
+    if (this.#stableAt !== undefined && now >= this.#stableAt) this.#settle();
+    if (this.#renewAt !== undefined && now >= this.#renewAt) {
       // The hub drops a session whose token expires: reconnect with a fresh one first.
       this.#close();
-      this.#requeueInFlight();
-      return this.#connect("renewing");
+      this.#requeue();
+      this.#connect("renewing");
     }
+  }
+
+  /** The session has proved itself: the failure count and window start again from zero. */
+  #settle(): void {
+    this.#stableAt = undefined;
+    this.#stable = true;
+    this.#attempt = 0;
+    this.#failingSince = undefined;
   }
 
   #flush(): void {
     while (this.#inFlight.length < this.#maxInFlight && this.#waiting.length > 0) {
       const m = this.#waiting.shift()!;
-      m.deadline = this.#now + this.#policy.ackTimeoutMs;
+      m.deadline = this.#now + this.#policy.timeouts.ackMs;
       this.#inFlight.push(m);
       this.#out.push({ kind: "publish", tag: m.tag, topic: m.topic, payload: m.payload, qos: 1 });
     }
   }
 
-  #requeueInFlight(): void {
+  #requeue(): void {
     // At least once: what the hub did not acknowledge goes out again after the reconnect.
     for (let i = 0; i < this.#inFlight.length; i++) this.#inFlight[i].deadline = undefined;
-    this.#waiting.unshift(...this.#inFlight);
+    this.#waiting = this.#inFlight.concat(this.#waiting);
     this.#inFlight = [];
   }
 
-  #lost(fault: string, message: string): void {
+  /** The link is gone (a drop, a timeout, a protocol error): blame, requeue, retry. */
+  #lost(fault: TransportFault["kind"], message: string): void {
     this.#linkOpen = false;
     this.#connectDeadline = undefined;
-    this.#requeueInFlight();
-    this.#retryLater(fault, message);
-  }
-
-  #retryLater(fault: string, message: string, connack?: number): void {
-    this.#phase = "waiting";
-    this.#renewAt = undefined;
-    if (this.#failingSince === undefined) this.#failingSince = this.#now;
-    if (this.#now - this.#failingSince >= this.#policy.retryWindowMs) {
-      return this.#finish({
-        kind: "reprovision",
-        reason: {
-          code: "HUB_REFUSED",
-          message: `${message}; the hub has been unreachable for ${Math.round((this.#now - this.#failingSince) / 1000)} s: asking DPS for an assignment again`,
-          connack,
-        },
+    const oldest = this.#inFlight[0];
+    if (oldest && ++oldest.losses >= this.#policy.hub.maxMessageAttempts) {
+      this.#inFlight.shift();
+      this.#out.push({
+        kind: "dropped",
+        tag: oldest.tag,
+        reason: `the hub ended the connection ${oldest.losses} times in a row while this message was the oldest unacknowledged one (too large for the hub, or a topic or property it refuses)`,
       });
     }
+    this.#requeue();
+    this.#failure(actionForFault(this.#policy, fault), fault, message);
+  }
+
+  #failure(action: RetryAction, fault: string, message: string, connack?: number): void {
+    this.#phase = "waiting";
+    this.#stable = false;
+    this.#renewAt = undefined;
+    this.#stableAt = undefined;
+    const reason: HubFailure = connack === undefined ? { code: "HUB_REFUSED", message } : { code: "HUB_REFUSED", message, connack };
+    if (action === "reauthenticate") return this.#finish({ kind: "refused", reason: { ...reason, message: `${message}: the cached identity is no longer good` } }, "refused");
+    if (action === "fail") return this.#finish({ kind: "failed", error: { ...reason, message: `${message}: retrying cannot help` } }, "failed");
+    if (this.#failingSince === undefined) this.#failingSince = this.#now;
+    const failing = this.#now - this.#failingSince;
+    if (failing >= this.#windowMs) {
+      return this.#finish({ kind: "unreachable", reason: { ...reason, code: "HUB_UNREACHABLE", message: `${message}; failing for ${Math.round(failing / 1000)} s` } }, "unreachable");
+    }
     this.#attempt++;
-    const delayMs = Math.max(HUB_MIN_RETRY_DELAY_MS, retryDelayMs(this.#backoff, this.#attempt, this.#deps.random()));
+    const delayMs = Math.max(HUB_MIN_RETRY_DELAY_MS, retryDelayMs(this.#policy, this.#attempt, this.#deps.random(), undefined, this.#policy.hub));
     this.#retryAt = this.#now + delayMs;
-    const status: { state: "retrying"; delayMs: number; fault: string; message: string; queued: number; connack?: number } = { state: "retrying", delayMs, fault, message, queued: this.queued };
-    if (connack !== undefined) status.connack = connack;
-    this.#status(status);
+    this.#status({ state: "retrying", delayMs, fault, message, queued: this.queued, connack });
   }
 
-  #stop(): void {
+  #finish(outcome: HubOutcome, state: HubStatus["state"]): void {
     this.#close();
-    this.#clearTimer();
-    const dropped = this.queued;
-    this.#waiting = [];
-    this.#inFlight = [];
-    this.#phase = "stopped";
-    this.#status({ state: "stopped" });
-    this.#out.push({ kind: "done", outcome: { kind: "stopped", dropped } });
-  }
-
-  #finish(outcome: HubOutcome, reprovisionState: "refused" | "reprovision" = "reprovision"): void {
-    this.#close();
-    this.#clearTimer();
-    this.#phase = outcome.kind === "reprovision" ? "reprovision" : outcome.kind === "failed" ? "failed" : "stopped";
-    if (outcome.kind === "failed") this.#status({ state: "failed", message: outcome.error.message, connack: outcome.error.connack });
-    if (outcome.kind === "reprovision") this.#status({ state: reprovisionState, message: outcome.reason.message, connack: outcome.reason.connack });
-    this.#out.push({ kind: "done", outcome });
-  }
-
-  /** Ends the one timer before a final outcome, so that `done` is the last command. */
-  #clearTimer(): void {
-    if (this.#timerAt === undefined) return;
+    this.#phase = "ended";
+    // The timer ends before the outcome, so that `done` is the last command.
+    if (this.#timerAt !== undefined) this.#out.push({ kind: "clear-timer" });
     this.#timerAt = undefined;
-    this.#out.push({ kind: "clear-timer" });
+    const r = outcome.kind === "failed" ? outcome.error : outcome.kind === "stopped" ? undefined : outcome.reason;
+    this.#status({ state, message: r?.message, connack: r?.connack });
+    this.#out.push({ kind: "done", outcome });
   }
 
   #close(): void {
@@ -470,23 +444,20 @@ export class HubSession {
     copyDefined(s, fields);
     this.#out.push({ kind: "status", status: s as unknown as HubStatus });
   }
-
-  /** Messages still waiting or unacknowledged, oldest first (for a caller that must keep them). */
-  pending(): { tag: number; payload: Uint8Array; properties?: MessageProperties }[] {
-    return [...this.#inFlight, ...this.#waiting].map((m) => ({ tag: m.tag, payload: m.payload, properties: m.properties }));
-  }
 }
 
-/** The backoff table of a hub policy, built once per distinct policy (a fleet shares one). */
-const backoffPolicies = new Map<string, RetryPolicy>();
-function hubBackoff(p: HubPolicy): RetryPolicy {
-  const key = `${p.initialDelayMs}/${p.maxDelayMs}/${p.jitter}`;
-  let policy = backoffPolicies.get(key);
-  if (!policy) {
-    policy = retryPolicy({ backoff: { initialMs: p.initialDelayMs, maxMs: Math.max(p.maxDelayMs, p.initialDelayMs), multiplier: 2, jitter: p.jitter } });
-    if (backoffPolicies.size < 16) backoffPolicies.set(key, policy);
-  }
-  return policy;
+/**
+ * What makes an assignment unusable by a hub session, or undefined when it is fine: a host name
+ * without a port, a device id of 1..128 characters.
+ */
+export function assignmentProblem(hubHost: unknown, deviceId: unknown): string | undefined {
+  if (typeof hubHost !== "string" || !/^[A-Za-z0-9]([A-Za-z0-9.\-]{0,251}[A-Za-z0-9])?$/.test(hubHost)) return "the hub must be a host name such as contoso.azure-devices.net (no port, no scheme)";
+  if (typeof deviceId !== "string" || deviceId.length === 0 || deviceId.length > 128) return "the device id must be 1 to 128 characters";
+  return undefined;
+}
+
+function check(ok: boolean, message: string): void {
+  if (!ok) throw new UsageError("INVALID_ARGUMENT", message);
 }
 
 /** `key=value&...`, URL-encoded, as IoT Hub reads message properties from the topic. */
@@ -514,8 +485,3 @@ export function jsonMessage(value: unknown): { body: Uint8Array; properties: Mes
   if (text === undefined) throw new UsageError("INVALID_ARGUMENT", "the telemetry cannot be written as JSON (undefined or a function)");
   return { body: utf8Encode(text), properties: { "$.ct": "application/json", "$.ce": "utf-8" } };
 }
-
-function connackText(code: number): string {
-  return ["accepted", "unacceptable protocol version", "identifier rejected", "server unavailable", "bad user name or password", "not authorized"][code] ?? "unknown return code";
-}
-

@@ -12,6 +12,7 @@ export type TransportFaultKind =
   | "tls" // TLS handshake or certificate verification failed
   | "closed" // the peer or the network closed an open connection
   | "protocol" // the peer sent bytes that are not valid MQTT
+  | "oversize" // the peer sent a packet over `MqttConnectOptions.maxPacketBytes`
   | "timeout"; // the host gave up on a connect or a keepalive
 
 export interface TransportFault {
@@ -31,6 +32,11 @@ export interface MqttConnectOptions {
   readonly password: string;
   readonly keepAliveSeconds: number;
   readonly cleanSession: boolean;
+  /**
+   * The largest packet the host accepts from the peer (fixed header included); a larger one ends
+   * the session with fault "oversize" (its message says how large it was). Default: the host's own.
+   */
+  readonly maxPacketBytes?: number;
 }
 
 export interface MqttSessionCallbacks {

@@ -35,6 +35,7 @@ import {
   actionForConnack,
   actionForFault,
   actionForStatus,
+  connackMeaning,
   defaultRetryPolicy,
   pollDelayMs,
   retryDelayMs,
@@ -72,7 +73,18 @@ export interface RegistrationConfig {
   /** True when the caller holds a cached assignment it can fall back to on a DPS 5xx. */
   readonly hasCachedAssignment?: boolean;
   readonly policy?: RetryPolicy;
+  /** Retries in this run; default `policy.budget.maxAttempts` (the lifecycle's long tail gives 0). */
+  readonly maxAttempts?: number;
+  /** Registrations with a fresh token in this run; default `policy.budget.maxReauthentications`. */
+  readonly maxReauthentications?: number;
+  /** A hub that has just refused the device: a status lookup naming it is not trusted (register instead). */
+  readonly distrustHub?: string;
+  /** The largest DPS answer accepted, in bytes (`MqttConnectOptions.maxPacketBytes`); default 16 KiB. */
+  readonly maxAnswerBytes?: number;
 }
+
+/** The default of `maxAnswerBytes`: room for a trust bundle of a few certificates. */
+export const DPS_MAX_ANSWER_BYTES = 16 * 1024;
 
 export interface RegistrationDeps {
   readonly crypto: CryptoPort;
@@ -145,7 +157,8 @@ export interface FailureDiagnostics {
 export type RegistrationOutcome =
   | { readonly kind: "assigned"; readonly registrationState: RegistrationState; readonly via: "register" | "lookup" }
   | { readonly kind: "fallback"; readonly reason: FailureDiagnostics }
-  | { readonly kind: "failed"; readonly error: FailureDiagnostics }
+  /** `recheck`: time can fix it (an exhausted budget, a refusal, a disabled enrollment); false for a wrong request. */
+  | { readonly kind: "failed"; readonly error: FailureDiagnostics; readonly recheck: boolean }
   | { readonly kind: "stopped" };
 
 export type RegistrationCommand =
@@ -189,6 +202,10 @@ interface Context {
   polls: number;
   timerArmed: boolean;
   lastFailure?: FailureDiagnostics;
+  /** SUBSCRIBE and the request go right behind CONNECT; off after a pipelined attempt got no answer. */
+  pipeline: boolean;
+  /** This connection was pipelined and no answer has come back on it yet. */
+  unanswered: boolean;
 }
 
 type Handler = (c: Context, event: RegistrationEvent) => void;
@@ -282,6 +299,8 @@ export class RegistrationMachine {
       lookups: 0,
       polls: 0,
       timerArmed: false,
+      pipeline: config.pipeline ?? true,
+      unanswered: false,
     };
   }
 
@@ -291,6 +310,11 @@ export class RegistrationMachine {
 
   get attempt(): number {
     return this.#c.attempt;
+  }
+
+  /** False once a pipelined attempt got no answer: later runs should not pipeline either. */
+  get pipeline(): boolean {
+    return this.#c.pipeline;
   }
 
   /**
@@ -336,7 +360,7 @@ function signToken(c: Context): string | undefined {
     });
   } catch (error) {
     if (error instanceof DpsError) {
-      fail(c, { code: error.code, message: error.message });
+      fail(c, { code: error.code, message: error.message }, error.code === "CLOCK_NOT_SET");
       return undefined;
     }
     throw error;
@@ -370,9 +394,11 @@ function beginConnect(c: Context): void {
       password: credentials.password,
       keepAliveSeconds: c.config.keepAliveSeconds ?? 60,
       cleanSession: true,
+      maxPacketBytes: c.config.maxAnswerBytes ?? DPS_MAX_ANSWER_BYTES,
     },
   });
-  if (c.config.pipeline ?? true) {
+  c.unanswered = c.pipeline;
+  if (c.pipeline) {
     sendSubscribe(c);
     sendStep(c);
   }
@@ -425,6 +451,7 @@ function onMessage(c: Context, event: RegistrationEvent): void {
   }
   if (!response || response.rid !== c.ridInFlight) return; // not the request in flight: ignore
   c.ridInFlight = undefined;
+  c.unanswered = false;
   clearTimer(c);
   if (response.status >= 300) return onErrorAnswer(c, response);
   const operation = response.operation!;
@@ -441,7 +468,7 @@ function onMessage(c: Context, event: RegistrationEvent): void {
         : `DPS could not assign the device${state?.errorCode ? ` (${state.errorCode})` : ""}: ${excerpt(state?.errorMessage ?? "no reason given", 200)}`,
       httpStatus: response.status,
       errorCode: state?.errorCode,
-    });
+    }, true);
   }
   // Still assigning (202, or a 200 that says assigning/unassigned): poll the operation.
   const operationId = operation.operationId ?? c.operationId;
@@ -455,7 +482,7 @@ function onMessage(c: Context, event: RegistrationEvent): void {
     return fail(c, {
       code: "RETRY_BUDGET_EXHAUSTED",
       message: `DPS was still assigning after ${c.policy.poll.maxPolls} polls of operation ${excerpt(operationId, 80)}`,
-    });
+    }, true);
   }
   c.step = "poll";
   const delayMs = pollDelayMs(c.policy, response.retryAfterSeconds);
@@ -486,7 +513,13 @@ function onErrorAnswer(c: Context, response: DpsResponse): void {
 function onClosed(c: Context, event: RegistrationEvent): void {
   const fault = (event as { fault: TransportFault }).fault;
   markDisconnected(c);
-  applyFault(c, fault.kind, `the DPS connection ended (${fault.kind}): ${excerpt(fault.message, 120)}`);
+  applyFault(
+    c,
+    fault.kind,
+    fault.kind === "oversize"
+      ? `DPS sent an answer larger than maxAnswerBytes (${c.config.maxAnswerBytes ?? DPS_MAX_ANSWER_BYTES} bytes): ${excerpt(fault.message, 120)}; raise maxAnswerBytes to accept it`
+      : `the DPS connection ended (${fault.kind}): ${excerpt(fault.message, 120)}`,
+  );
 }
 
 function timeout(c: Context, message: string): void {
@@ -543,17 +576,18 @@ function onLookupResponse(c: Context, event: RegistrationEvent): void {
   }
   const state = result.registrationState;
   if (result.status === 200 && state) {
-    if (state.status === "assigned") return finishAssigned(c, state, "lookup");
+    // An assignment to the hub that has just refused the device says nothing new: register.
+    if (state.status === "assigned" && state.assignedHub !== c.config.distrustHub) return finishAssigned(c, state, "lookup");
     if (state.status === "failed" || state.status === "disabled") {
       return fail(c, {
         code: "REGISTRATION_FAILED",
         message: `the status lookup says the registration is ${state.status}${state.errorMessage ? `: ${excerpt(state.errorMessage, 200)}` : ""}`,
         httpStatus: 200,
         errorCode: state.errorCode,
-      });
+      }, true);
     }
-    // Assigning or unassigned: nothing went through yet; register (DPS returns the operation in
-    // progress if there is one).
+    // Assigning, unassigned, or assigned to the hub that refused: register (DPS returns the
+    // operation in progress if there is one).
     c.registrationMaybeInFlight = false;
     c.step = "register";
     return onWaitOver(c);
@@ -584,7 +618,11 @@ function onLookupResponse(c: Context, event: RegistrationEvent): void {
 // The retry policy in action
 
 function applyFault(c: Context, fault: FaultKey, message: string): void {
-  const code: ErrorCode = fault === "malformed" ? "MALFORMED_BODY" : fault === "timeout" ? "TIMEOUT" : "TRANSPORT";
+  // A pipelined attempt that reached the broker but got no answer: maybe a broker or a middlebox
+  // that mishandles packets sent before CONNACK. Retry the classic way.
+  if (c.unanswered && (fault === "closed" || fault === "protocol" || fault === "timeout")) c.pipeline = false;
+  c.unanswered = false;
+  const code: ErrorCode = fault === "malformed" ? "MALFORMED_BODY" : fault === "timeout" ? "TIMEOUT" : fault === "oversize" ? "OVERSIZE" : "TRANSPORT";
   applyAction(c, actionForFault(c.policy, fault), { code, message }, { fault });
 }
 
@@ -608,12 +646,13 @@ function applyAction(
   }
   if (action === "reauthenticate") {
     c.reauthentications++;
-    if (c.reauthentications > c.policy.budget.maxReauthentications) {
+    const most = c.config.maxReauthentications ?? c.policy.budget.maxReauthentications;
+    if (c.reauthentications > most) {
       return fail(c, {
         ...diagnostics,
         code: "AUTHENTICATION_FAILED",
-        message: `${diagnostics.message}. Refused again after ${c.policy.budget.maxReauthentications} registrations with a fresh token: check the symmetric key (a group enrollment needs the derived device key), the registration id, the ID scope and the device clock`,
-      });
+        message: `${diagnostics.message}. Refused with ${most + 1} fresh token(s): check the symmetric key (a group enrollment needs the derived device key), the registration id, the ID scope, the enrollment and the device clock`,
+      }, true);
     }
     closeConnection(c);
     c.operationId = undefined;
@@ -649,12 +688,13 @@ function scheduleRetry(
   retryAfterSeconds?: number,
 ): void {
   c.attempt++;
-  if (c.attempt > c.policy.budget.maxAttempts) {
+  const most = c.config.maxAttempts ?? c.policy.budget.maxAttempts;
+  if (c.attempt > most) {
     return fail(c, {
       ...diagnostics,
       code: "RETRY_BUDGET_EXHAUSTED",
-      message: `gave up after ${c.policy.budget.maxAttempts} retries; the last failure: ${diagnostics.message}`,
-    });
+      message: `no answer that could be used after ${most + 1} attempt(s); the last failure: ${diagnostics.message}`,
+    }, true);
   }
   const delayMs = retryDelayMs(c.policy, c.attempt, c.deps.random(), retryAfterSeconds);
   if (delayMs > c.policy.timeouts.holdConnectionMs) closeConnection(c);
@@ -671,12 +711,12 @@ function finishAssigned(c: Context, state: RegistrationState, via: "register" | 
   c.out.push({ kind: "done", outcome: { kind: "assigned", registrationState: state, via } });
 }
 
-function fail(c: Context, error: FailureDiagnostics): void {
+function fail(c: Context, error: FailureDiagnostics, recheck = false): void {
   closeConnection(c);
   clearTimer(c);
   c.phase = "failed";
   status(c, { state: "failed", ...statusOf(error) });
-  c.out.push({ kind: "done", outcome: { kind: "failed", error } });
+  c.out.push({ kind: "done", outcome: { kind: "failed", error, recheck } });
 }
 
 function stopMachine(c: Context): void {
@@ -749,22 +789,4 @@ function ridOfTopic(topic: string): string | undefined {
   return match ? match[1] : undefined;
 }
 
-function connackMeaning(code: number): string {
-  switch (code) {
-    case 1:
-      return "unacceptable protocol version";
-    case 2:
-      return "client identifier rejected";
-    case 3:
-      return "server unavailable";
-    case 4:
-      return "bad user name or password";
-    case 5:
-      return "not authorized: wrong or expired token, or a disabled enrollment";
-    default:
-      return "unknown return code";
-  }
-}
-
-export { connackMeaning };
 export type { TransportFaultKind };

@@ -109,7 +109,7 @@ test("fleet hub outage: devices retry their cached hub at least 5 s apart, do no
   const base = load("hub-outage");
   const scenario: Scenario = {
     ...base,
-    hubPolicy: { maxDelayMs: 5_000 },
+    retryPolicy: { hub: { maxMs: 5_000 } },
     timeline: [
       { after: "settled", waitMs: 500, do: "hub-down" },
       { waitMs: 6_000, do: "hub-up", mark: "hub-up" },
@@ -129,7 +129,7 @@ test("fleet hub outage: devices retry their cached hub at least 5 s apart, do no
   t.is(report.summary.recoveries["hub-up"]?.devices, 100);
 });
 
-test("fleet disabled wave: the disabled devices re-register once, end terminal with a clear reason; the others stay connected", async (t) => {
+test("fleet disabled wave: the disabled devices re-register once, back off with a clear reason; the others stay connected", async (t) => {
   const report = await runScenario(load("disabled-wave"), { count: 100, staggerMs: 500, stateDir, separateProcess: false });
   t.true(report.checks.every((c) => c.ok), failures(report));
   const s = report.summary;

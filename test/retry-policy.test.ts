@@ -20,10 +20,14 @@ test("retry policy: the defaults follow the troubleshooting table", (t) => {
   t.is(actionForStatus(p, 429), "retry");
   for (const s of [500, 502, 503, 504]) t.is(actionForStatus(p, s), "recover", String(s));
   t.is(actionForStatus(p, 418), "fail");
-  t.is(actionForStatus(p, 302), "fail");
-  t.deepEqual([1, 2, 3, 4, 5, 6].map((c) => actionForConnack(p, c)), ["fail", "fail", "retry", "reauthenticate", "reauthenticate", "fail"]);
+  // A status DPS does not use is a glitch on its side, like a garbled answer: recover.
+  t.is(actionForStatus(p, 302), "recover");
+  // One CONNACK table for DPS and the hub; a code MQTT 3.1.1 does not define is retried.
+  t.deepEqual([1, 2, 3, 4, 5, 6].map((c) => actionForConnack(p, c)), ["fail", "fail", "retry", "reauthenticate", "reauthenticate", "retry"]);
   t.is(actionForFault(p, "closed"), "recover");
   t.is(actionForFault(p, "dns"), "retry");
+  t.is(actionForFault(p, "tls"), "retry");
+  t.is(actionForFault(p, "oversize"), "fail", "an answer over the configured size is a setting to change, not a flaky network");
 });
 
 test("retry policy: overrides replace rows and keep the rest; bad rows are UsageErrors", (t) => {
@@ -36,6 +40,19 @@ test("retry policy: overrides replace rows and keep the rest; bad rows are Usage
   t.throws(() => retryPolicy({ status: { "500": "explode" as never } }), { code: "INVALID_ARGUMENT" } as never);
   t.throws(() => retryPolicy({ backoff: { jitter: 2 } }), { code: "INVALID_ARGUMENT" } as never);
   t.throws(() => retryPolicy({ backoff: { maxMs: 1 } }), { code: "INVALID_ARGUMENT" } as never);
+});
+
+test("retry policy: one table for both scopes; a misspelt section or setting, or a hub retry under 5 s, is a UsageError naming it", (t) => {
+  const p = retryPolicy({ hub: { windowMs: 60_000 }, longTail: { maxMs: 7_200_000 } });
+  t.is(p.hub.windowMs, 60_000);
+  t.is(p.hub.initialMs, 5_000);
+  t.is(p.longTail.maxMs, 7_200_000);
+  t.throws(() => retryPolicy({ hbu: {} } as never), { message: /no section "hbu"/ });
+  t.throws(() => retryPolicy({ hub: { windowMS: 1 } as never }), { message: /hub has no setting "windowMS"/ });
+  t.throws(() => retryPolicy({ hub: { initialMs: 1000 } }), { message: /at least 5000 ms/ });
+  t.throws(() => retryPolicy({ timeouts: { connectMs: 0 } }), { message: /timeouts.connectMs/ });
+  t.throws(() => retryPolicy({ backoff: { initialMs: -1 } }), { message: /backoff.initialMs must be a number/ });
+  t.throws(() => retryPolicy({ backoff: { initialMs: Number.NaN } }), { message: /backoff.initialMs must be a number/ });
 });
 
 test("retry policy: for any attempt, random draw and retry-after, the delay stays within bounds and never precedes retry-after", (t) => {

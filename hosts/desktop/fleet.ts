@@ -426,7 +426,7 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
         hubRetryDue.push(now - start + s.delayMs);
         hubDelays.push(s.delayMs);
       }
-    } else if (s.state === "refused" || s.state === "reprovision") {
+    } else if (s.state === "refused") {
       reprovisionOutcomes++;
       d.hubLossSeen = false;
       d.lastHubAttemptAt = undefined;
@@ -497,7 +497,8 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
                 }
                 if (messages === 0) settle(d);
               }
-            } else if (event.state === "failed") {
+            } else if (event.state === "failed" || event.state === "backing-off") {
+              // Final, or in the long tail (the next try is minutes away): either way settled for this run.
               if (d.isConnected) {
                 d.isConnected = false;
                 connectedNow--;
@@ -508,6 +509,7 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
             }
             break;
           case "telemetry":
+            if (event.state !== "sent") break;
             d.acked++;
             if (d.acked >= messages) settle(d);
             break;
@@ -620,7 +622,7 @@ export function formatSummary(s: FleetSummary): string {
   const r = s.retries;
   const h = s.hub;
   const lines = [
-    `fleet: ${s.connected}/${s.total} connected (${s.connectedAtEnd} at the end), ${s.delivered} delivered all telemetry, ${s.failed.length} terminal, ${s.timedOut.length} timed out, ${s.fromCache} warm starts, in ${(s.elapsedMs / 1000).toFixed(1)} s`,
+    `fleet: ${s.connected}/${s.total} connected (${s.connectedAtEnd} at the end), ${s.delivered} delivered all telemetry, ${s.failed.length} failed or backing off, ${s.timedOut.length} timed out, ${s.fromCache} warm starts, in ${(s.elapsedMs / 1000).toFixed(1)} s`,
     `time to connected: ${p(s.timeToConnectedMs)}`,
     `DPS retries per device: ${p(s.dpsAttempts, "")}; register requests per device: ${p(s.registers, "")}`,
     `DPS answers and faults: ${Object.entries(s.statusCodes).sort().map(([k, v]) => `${k}×${v}`).join(", ") || "none"}`,

@@ -50,7 +50,7 @@ for (const status of [401, 403, 404]) {
   });
 }
 
-test("e2e 401 on every register: AUTHENTICATION_FAILED after the bounded re-registrations, telling to check key and clock", async (t) => {
+test("e2e 401 on every register: AUTHENTICATION_FAILED after the bounded re-registrations, telling to check key and clock, re-checked slowly", async (t) => {
   const registrationId = "e2e-reauth-always";
   const key = world.enroll(registrationId);
   world.emulator.addFault({ step: "register", registrationId, status: 401 });
@@ -58,19 +58,20 @@ test("e2e 401 on every register: AUTHENTICATION_FAILED after the bounded re-regi
   device.runtime.start();
   const end = await device.settled();
   device.runtime.stop();
-  t.true(end.source === "runtime" && end.state === "failed" && end.error?.code === "AUTHENTICATION_FAILED");
-  t.regex((end as { error: { message: string } }).error.message, /key.*clock/s);
+  t.true(end.source === "runtime" && end.state === "backing-off" && end.error?.code === "AUTHENTICATION_FAILED");
+  t.regex((end as { error: { message: string } }).error.message, /key.*clock.*trying again in \d+ min/s);
+  t.true((end as { retryInMs: number }).retryInMs >= 10 * 60_000, "the next check is minutes away");
   t.is(device.dps().filter((s) => s.state === "registering").length, 3);
 });
 
-test("e2e a wrong key: the emulator's real SAS check refuses it, and the device stops with AUTHENTICATION_FAILED", async (t) => {
+test("e2e a wrong key: the emulator's real SAS check refuses it, and the device backs off with AUTHENTICATION_FAILED", async (t) => {
   const registrationId = "e2e-wrong-key";
   world.enroll(registrationId);
   const device = new TestDevice(world, { registrationId, symmetricKey: newKey() });
   device.runtime.start();
   const end = await device.settled();
   device.runtime.stop();
-  t.true(end.source === "runtime" && end.state === "failed" && end.error?.code === "AUTHENTICATION_FAILED", device.describe());
+  t.true(end.source === "runtime" && end.state === "backing-off" && end.error?.code === "AUTHENTICATION_FAILED", device.describe());
 });
 
 test("e2e 429 with retry-after: waits at least retry-after, with jitter, then connects", async (t) => {
@@ -162,7 +163,7 @@ test("e2e a non-JSON answer to the register: treated as a server fault, recovere
   t.is(device.dps().find((s) => s.state === "retrying")?.fault, "malformed");
 });
 
-test("e2e a disabled enrollment: terminal, says the enrollment is disabled", async (t) => {
+test("e2e a disabled enrollment: says the enrollment is disabled, and re-checks it slowly (an operator may enable it)", async (t) => {
   const registrationId = "e2e-disabled";
   const key = newKey();
   world.emulator.addIndividualEnrollment({ registrationId, primaryKey: key, enabled: false });
@@ -170,5 +171,5 @@ test("e2e a disabled enrollment: terminal, says the enrollment is disabled", asy
   device.runtime.start();
   const end = await device.settled();
   device.runtime.stop();
-  t.true(end.source === "runtime" && end.state === "failed", device.describe());
+  t.true(end.source === "runtime" && end.state === "backing-off" && end.error?.code === "REGISTRATION_FAILED" && /disabled/.test(end.error.message), device.describe());
 });

@@ -101,9 +101,9 @@ export class TestDevice {
     return this.waitFor((e) => e.source === "runtime" && e.state === "connected", ms, "connected");
   }
 
-  /** Resolves on connected or failed, whichever comes first. */
+  /** Resolves on connected, failed or backing-off (the long tail), whichever comes first. */
   settled(ms?: number): Promise<RuntimeEvent> {
-    return this.waitFor((e) => e.source === "runtime" && (e.state === "connected" || e.state === "failed"), ms, "connected or failed");
+    return this.waitFor((e) => e.source === "runtime" && (e.state === "connected" || e.state === "failed" || e.state === "backing-off"), ms, "connected, failed or backing-off");
   }
 
   acknowledged(id: number, ms?: number): Promise<RuntimeEvent> {

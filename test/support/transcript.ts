@@ -103,7 +103,7 @@ export function describe(command: RegistrationCommand, now: number): string {
     case "connect": {
       const o = command.options;
       const se = /[?&]?se=([0-9]+)/.exec(o.password);
-      return `connect ${o.host}:${o.port} client=${o.clientId} user=${o.username} keepalive=${o.keepAliveSeconds} token-expires=+${se ? Number(se[1]) - Math.floor(now / 1000) : "?"}s`;
+      return `connect ${o.host}:${o.port} client=${o.clientId} user=${o.username} keepalive=${o.keepAliveSeconds}${o.maxPacketBytes ? ` max-packet=${o.maxPacketBytes}` : ""} token-expires=+${se ? Number(se[1]) - Math.floor(now / 1000) : "?"}s`;
     }
     case "subscribe":
       return `subscribe ${command.topic} qos=${command.qos}`;
@@ -130,7 +130,7 @@ export function describe(command: RegistrationCommand, now: number): string {
     case "done": {
       const o = command.outcome;
       if (o.kind === "assigned") return `done assigned via=${o.via} hub=${o.registrationState.assignedHub} device=${o.registrationState.deviceId}`;
-      if (o.kind === "failed") return `done failed ${o.error.code}` + (o.error.httpStatus ? ` http=${o.error.httpStatus}` : "") + (o.error.errorCode ? ` code=${o.error.errorCode}` : "") + (o.error.trackingId ? ` tracking=${o.error.trackingId}` : "");
+      if (o.kind === "failed") return `done failed ${o.error.code}${o.recheck ? " recheck" : ""}` + (o.error.httpStatus ? ` http=${o.error.httpStatus}` : "") + (o.error.errorCode ? ` code=${o.error.errorCode}` : "") + (o.error.trackingId ? ` tracking=${o.error.trackingId}` : "");
       if (o.kind === "fallback") return `done fallback ${o.reason.code}` + (o.reason.httpStatus ? ` http=${o.reason.httpStatus}` : "");
       return "done stopped";
     }
@@ -173,7 +173,7 @@ export function suback(granted = 1): Step {
   return { event: { kind: "suback", granted: [granted] } };
 }
 
-export function closed(kind: "dns" | "refused" | "tls" | "closed" | "protocol" | "timeout" = "closed"): Step {
+export function closed(kind: "dns" | "refused" | "tls" | "closed" | "protocol" | "oversize" | "timeout" = "closed"): Step {
   return { event: { kind: "closed", fault: { kind, message: `test ${kind}` } } };
 }
 

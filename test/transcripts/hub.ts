@@ -5,6 +5,7 @@
 import { portableCrypto } from "../../modules/sha256.js";
 import { utf8Decode, utf8Encode } from "../../modules/encoding.js";
 import { HubSession, type HubCommand, type HubEvent, type HubSessionConfig } from "../../modules/hub-session.js";
+import { retryPolicy, type RetryPolicyOverrides } from "../../modules/retry-policy.js";
 import { T0 } from "../support/transcript.js";
 
 export type HubStep =
@@ -15,6 +16,7 @@ export type HubStep =
 export interface HubTranscript {
   readonly name: string;
   readonly config?: Partial<HubSessionConfig>;
+  readonly policy?: RetryPolicyOverrides;
   readonly steps: readonly HubStep[];
   readonly expectInOrder: readonly string[];
   readonly expectNever?: readonly string[];
@@ -35,7 +37,7 @@ export function runHubTranscript(t: HubTranscript): string[] {
     }
   };
   try {
-    const session = new HubSession({ ...hubConfig, ...t.config }, { crypto: portableCrypto, random: () => 0.5 });
+    const session = new HubSession({ ...hubConfig, ...t.config, policy: retryPolicy(t.policy) }, { crypto: portableCrypto, random: () => 0.5 });
     apply(session.handle({ kind: "start" }, now));
     for (const step of t.steps) {
       if ("timer" in step) {
@@ -77,11 +79,13 @@ function describeHub(c: HubCommand, now: number): string {
       return line;
     }
     case "done":
-      return `done ${c.outcome.kind}` + (c.outcome.kind === "stopped" ? ` dropped=${c.outcome.dropped}` : c.outcome.kind === "reprovision" ? ` ${c.outcome.reason.code} connack=${c.outcome.reason.connack ?? "-"}` : ` ${c.outcome.error.code}`);
+      return `done ${c.outcome.kind}` + (c.outcome.kind === "stopped" ? ` dropped=${c.outcome.dropped}` : c.outcome.kind === "failed" ? ` ${c.outcome.error.code}` : ` ${c.outcome.reason.code} connack=${c.outcome.reason.connack ?? "-"}`);
     case "set-timer":
       return `set-timer ${c.delayMs}`;
     case "sent":
       return `sent ${c.tag}`;
+    case "dropped":
+      return `dropped ${c.tag}: ${c.reason}`;
     case "received":
       return `received ${c.topic}`;
     default:
@@ -101,7 +105,7 @@ export const hubTranscripts: HubTranscript[] = [
       "connect hub-1.azure-devices.net:8883 client=dev-001 user=hub-1.azure-devices.net/dev-001/?api-version=2021-04-12 keepalive=60 token-expires=+3600s",
       "set-timer 30000",
       "status connected attempt=0 queued=0",
-      "set-timer 3240000",
+      "set-timer 60000",
       "publish tag=1 devices/dev-001/messages/events/ m1",
       "publish tag=2 devices/dev-001/messages/events/%24.ct=application%2Fjson&level=a%20b m2",
       "> puback 2",
@@ -133,33 +137,34 @@ export const hubTranscripts: HubTranscript[] = [
   },
   {
     name: "the token is renewed before it expires by reconnecting; unacknowledged messages go out again",
-    config: { tokenLifetimeSeconds: 120, policy: { ackTimeoutMs: 100_000 } },
+    config: { tokenLifetimeSeconds: 120 },
+    policy: { timeouts: { ackMs: 100_000 } },
     steps: [connack0, { send: "a" }, { event: { kind: "puback", tag: 99 } }, { timer: true }, connack0],
     expectInOrder: ["set-timer 60000", "publish tag=1", "> puback 99", "> timer +60000", "close", "status renewing attempt=0 queued=1", "token-expires=+120s", "> connack 0", "publish tag=1"],
     last: "set-timer",
   },
   {
     name: "renewal at 90% of the token lifetime",
-    steps: [connack0, { timer: true }, connack0],
-    expectInOrder: ["> timer +3240000", "close", "status renewing", "connect hub-1.azure-devices.net:8883", "token-expires=+3600s", "status connected"],
+    steps: [connack0, { timer: true }, { timer: true }, connack0],
+    expectInOrder: ["> timer +60000", "set-timer 3180000", "> timer +3240000", "close", "status renewing", "connect hub-1.azure-devices.net:8883", "token-expires=+3600s", "status connected"],
     last: "set-timer",
   },
   {
-    name: "CONNACK 5 (disabled, deleted or bad token): re-provision",
+    name: "CONNACK 5 (disabled, deleted or bad token): refused, the cached identity is no longer good",
     steps: [{ event: { kind: "connack", returnCode: 5 } }],
-    expectInOrder: ["close", "status refused attempt=0 connack=5", "done reprovision HUB_REFUSED connack=5"],
-    last: "done reprovision",
+    expectInOrder: ["close", "status refused attempt=0 connack=5", "done refused HUB_REFUSED connack=5"],
+    last: "done refused",
   },
   {
-    name: "CONNACK 4: re-provision",
+    name: "CONNACK 4: refused",
     steps: [{ event: { kind: "connack", returnCode: 4 } }],
-    expectInOrder: ["done reprovision HUB_REFUSED connack=4"],
-    last: "done reprovision",
+    expectInOrder: ["done refused HUB_REFUSED connack=4"],
+    last: "done refused",
   },
   {
     name: "CONNACK 3: retry the same hub at least 5 s later, then connect",
     steps: [{ event: { kind: "connack", returnCode: 3 } }, { timer: true }, connack0],
-    expectInOrder: ["status retrying attempt=1 delayMs=6250 connack=3", "set-timer 6250", "> timer +6250", "connect hub-1", "status connected attempt=0"],
+    expectInOrder: ["status retrying attempt=1 delayMs=6250 connack=3", "set-timer 6250", "> timer +6250", "connect hub-1", "status connected attempt=1"],
     expectNever: ["reprovision"],
     last: "set-timer",
   },
@@ -188,16 +193,81 @@ export const hubTranscripts: HubTranscript[] = [
     last: "set-timer",
   },
   {
-    name: "the hub unreachable for the whole retry window: back to DPS",
-    config: { policy: { retryWindowMs: 20_000 } },
+    name: "the hub unreachable for the whole retry window: unreachable (the lifecycle asks DPS)",
+    policy: { hub: { windowMs: 20_000 } },
     steps: [{ event: { kind: "connack", returnCode: 3 } }, { timer: true }, { event: { kind: "connack", returnCode: 3 } }, { timer: true }, { event: { kind: "connack", returnCode: 3 } }, { timer: true }, { event: { kind: "connack", returnCode: 3 } }],
-    expectInOrder: ["attempt=1", "attempt=2", "attempt=3", "done reprovision HUB_REFUSED connack=3"],
-    last: "done reprovision",
+    expectInOrder: ["attempt=1", "attempt=2", "attempt=3", "status unreachable", "done unreachable HUB_UNREACHABLE connack=3"],
+    last: "done unreachable",
+  },
+  {
+    name: "a session that drops before it is stable is a failure: the backoff goes on instead of starting over",
+    steps: [connack0, closed, { timer: true }, connack0, closed, { timer: true }, connack0, { timer: true }, closed],
+    expectInOrder: [
+      "status retrying attempt=1 delayMs=6250 fault=closed",
+      "status connected attempt=1",
+      "status retrying attempt=2 delayMs=12500 fault=closed",
+      "status connected attempt=2",
+      "> timer",
+      "> closed closed",
+      "status retrying attempt=1 delayMs=6250 fault=closed",
+    ],
+    last: "set-timer 6250",
+  },
+  {
+    name: "a message the hub keeps closing the link on is dropped after 3 losses, and the queue moves on",
+    steps: [
+      connack0,
+      { send: "poison" },
+      { send: "fine" },
+      closed,
+      { timer: true },
+      connack0,
+      closed,
+      { timer: true },
+      connack0,
+      closed,
+      { timer: true },
+      connack0,
+      { event: { kind: "puback", tag: 2 } },
+    ],
+    expectInOrder: [
+      "publish tag=1 devices/dev-001/messages/events/ poison",
+      "publish tag=2 devices/dev-001/messages/events/ fine",
+      "> closed closed",
+      "status retrying attempt=1",
+      "publish tag=1",
+      "> closed closed",
+      "status retrying attempt=2",
+      "publish tag=1",
+      "> closed closed",
+      "dropped 1: the hub ended the connection 3 times in a row",
+      "status retrying attempt=3",
+      "status connected",
+      "publish tag=2 devices/dev-001/messages/events/ fine",
+      "> puback 2",
+      "sent 2",
+    ],
+    expectNever: ["sent 1"],
+    last: "set-timer",
+  },
+  {
+    name: "a short token and a slow CONNACK: renewal waits for the session instead of a 0 ms timer loop",
+    config: { tokenLifetimeSeconds: 60 },
+    steps: [{ after: 2_000, event: { kind: "connack", returnCode: 0 } }, { timer: true }, { after: 2_000, event: { kind: "connack", returnCode: 0 } }, { timer: true }],
+    expectInOrder: ["token-expires=+60s", "set-timer 30000", "> connack 0", "status connected", "> timer +30000", "close", "status renewing", "token-expires=+60s", "> connack 0", "status connected", "> timer +60000", "status renewing"],
+    expectNever: ["set-timer 0", "retrying"],
+    last: "set-timer 30000",
+  },
+  {
+    name: "a CONNACK on an open session closes that link before anything reconnects",
+    steps: [connack0, connack0, { timer: true }],
+    expectInOrder: ["status connected", "> connack 0", "close", "status retrying attempt=1 delayMs=6250 fault=protocol", "> timer", "status connecting attempt=1", "connect hub-1"],
+    last: "set-timer 30000",
   },
   {
     name: "stop drops what is queued and says how much",
     steps: [{ send: "a" }, { send: "b" }, { event: { kind: "stop" } }],
-    expectInOrder: ["close", "status stopped", "done stopped dropped=2"],
+    expectInOrder: ["close", "clear-timer", "status stopped", "done stopped dropped=2"],
     last: "done stopped dropped=2",
   },
   {

@@ -35,7 +35,7 @@ export const transcripts: Transcript[] = [
     steps: happy,
     expect: [
       "status connecting attempt=0",
-      "connect dps.example:8883 client=dev-001 user=0ne00000001/registrations/dev-001/api-version=2019-03-31 keepalive=60 token-expires=+3600s",
+      "connect dps.example:8883 client=dev-001 user=0ne00000001/registrations/dev-001/api-version=2019-03-31 keepalive=60 max-packet=16384 token-expires=+3600s",
       "subscribe $dps/registrations/res/# qos=1",
       "status registering attempt=0",
       'publish $dps/registrations/PUT/iotdps-register/?$rid=1 "{\\"registrationId\\":\\"dev-001\\"}"',
@@ -66,7 +66,7 @@ export const transcripts: Transcript[] = [
     steps: [connack(0), suback(1), answer(200, 1, assignedBody)],
     expect: [
       "status connecting attempt=0",
-      "connect dps.example:8883 client=dev-001 user=0ne00000001/registrations/dev-001/api-version=2019-03-31 keepalive=60 token-expires=+3600s",
+      "connect dps.example:8883 client=dev-001 user=0ne00000001/registrations/dev-001/api-version=2019-03-31 keepalive=60 max-packet=16384 token-expires=+3600s",
       "set-timer 30000",
       "> connack 0",
       "subscribe $dps/registrations/res/# qos=1",
@@ -125,7 +125,7 @@ export const transcripts: Transcript[] = [
     }),
   ),
   {
-    name: "401 three times: a terminal AUTHENTICATION_FAILED that says to check the key and the clock",
+    name: "401 three times: AUTHENTICATION_FAILED, which says to check the key and the clock (the lifecycle re-checks it slowly)",
     steps: [
       ...open,
       answer(401, 1, errorBody(401002)),
@@ -138,7 +138,7 @@ export const transcripts: Transcript[] = [
     ],
     expectInOrder: ["attempt=1 action=reauthenticate", "attempt=2 action=reauthenticate", "status failed attempt=2 httpStatus=401"],
     expectNever: [`${REGISTER}4`],
-    outcome: "done failed AUTHENTICATION_FAILED http=401 code=401002",
+    outcome: "done failed AUTHENTICATION_FAILED recheck http=401 code=401002",
   },
   {
     name: "429 on register: waits at least retry-after plus jitter on the same connection, registers again",
@@ -151,7 +151,7 @@ export const transcripts: Transcript[] = [
       `${POLL}3`,
       "done assigned",
     ],
-    expectNever: ["connect dps.example:8883 client=dev-001 user=0ne00000001/registrations/dev-001/api-version=2019-03-31 keepalive=60 token-expires=+3585s"],
+    expectNever: ["connect dps.example:8883 client=dev-001 user=0ne00000001/registrations/dev-001/api-version=2019-03-31 keepalive=60 max-packet=16384 token-expires=+3585s"],
     outcome: "done assigned via=register",
   },
   {
@@ -178,7 +178,7 @@ export const transcripts: Transcript[] = [
       answer(429, 5, errorBody(429001), { retryAfter: "1" }),
     ],
     expectInOrder: ["attempt=1 action=retry delayMs=2000", "attempt=2 action=retry delayMs=4000", "attempt=3 action=retry delayMs=8000", "attempt=4 action=retry delayMs=16000", "status failed attempt=5"],
-    outcome: "done failed RETRY_BUDGET_EXHAUSTED http=429 code=429001",
+    outcome: "done failed RETRY_BUDGET_EXHAUSTED recheck http=429 code=429001",
   },
   ...[500, 503].map(
     (code): Transcript => ({
@@ -379,9 +379,9 @@ export const transcripts: Transcript[] = [
     outcome: "done assigned via=lookup",
   },
   {
-    name: "a 200 with status failed: terminal REGISTRATION_FAILED with the error code",
+    name: "a 200 with status failed: REGISTRATION_FAILED with the error code (an operator can fix it: re-checked)",
     steps: [...open, answer(200, 1, { operationId: "x", status: "failed", registrationState: { registrationId: "dev-001", status: "failed", errorCode: 400207, errorMessage: "Custom allocation failed" } })],
-    outcome: "done failed REGISTRATION_FAILED http=200 code=400207",
+    outcome: "done failed REGISTRATION_FAILED recheck http=200 code=400207",
   },
   {
     name: "a 200 with status disabled: terminal REGISTRATION_FAILED",
@@ -461,8 +461,36 @@ export const transcripts: Transcript[] = [
     name: "a clock before 2020: no token is signed; CLOCK_NOT_SET says to set the clock",
     startAt: 1_000_000_000_000,
     steps: [],
-    expect: ["status failed attempt=0", "done failed CLOCK_NOT_SET"],
-    outcome: "done failed CLOCK_NOT_SET",
+    expect: ["status failed attempt=0", "done failed CLOCK_NOT_SET recheck"],
+    outcome: "done failed CLOCK_NOT_SET recheck",
+  },
+  {
+    name: "one attempt only (the lifecycle's long tail): the first failure ends the run, to be re-checked",
+    config: { maxAttempts: 0, maxReauthentications: 0 },
+    steps: [...open, answer(429, 1, errorBody(429001), { retryAfter: "5" })],
+    expectNever: ["set-timer 5000"],
+    outcome: "done failed RETRY_BUDGET_EXHAUSTED recheck",
+  },
+  {
+    name: "a 401 with no fresh-token registrations left: AUTHENTICATION_FAILED, to be re-checked slowly",
+    config: { maxReauthentications: 0 },
+    steps: [...open, answer(401, 1, errorBody(401002))],
+    outcome: "done failed AUTHENTICATION_FAILED recheck http=401 code=401002 tracking=trk-401002",
+  },
+  {
+    name: "a lookup naming the hub that has just refused the device is not trusted: register instead",
+    config: { distrustHub: "hub-1.azure-devices.net" },
+    steps: [...open, answer(503, 1, errorBody(503001)), timer(), lookupAnswer(200, assignedState), answer(200, 2, assignedBody)],
+    expectInOrder: ["lookup POST", "> lookup-response 200", `${REGISTER}2`, "done assigned via=register"],
+    outcome: "done assigned via=register",
+  },
+  {
+    name: "an answer over maxAnswerBytes: a configuration error that names the setting, not retried",
+    config: { maxAnswerBytes: 4096 },
+    steps: [connack(0), closed("oversize")],
+    expectInOrder: ["max-packet=4096", "> closed oversize", "status failed"],
+    expectNever: ["set-timer 2500"],
+    outcome: "done failed OVERSIZE",
   },
   {
     name: "stop while waiting to poll: closes, clears the timer, reports stopped",
