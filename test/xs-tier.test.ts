@@ -10,6 +10,9 @@ import { transcripts } from "./transcripts/registration.js";
 import { runTranscript } from "./support/transcript.js";
 import { hubTranscripts, runHubTranscript } from "./transcripts/hub.js";
 import { bootOnce, newFlash } from "./support/virtual-world.js";
+import { lifecycleTranscripts, runLifecycleTranscript } from "./transcripts/lifecycle.js";
+import { XS_MATRIX_SAMPLE, matrixCells, runCell } from "./support/fault-matrix.js";
+import { portableCrypto } from "../modules/sha256.js";
 
 const dir = join(projectRoot, "build", "test", "xs");
 const entries = readdirSync(dir).filter((name) => name.endsWith(".xs.js")).sort();
@@ -41,6 +44,24 @@ test(`XS tier: ${hubTranscripts.length} hub transcripts give identical command l
   for (const [, run] of runs) for (const [key, value] of run.emitted) if (key.startsWith("hub:")) logs.set(key.slice(4), value);
   t.is(logs.size, hubTranscripts.length);
   for (const transcript of hubTranscripts) t.deepEqual(logs.get(transcript.name), runHubTranscript(transcript), transcript.name);
+});
+
+test(`XS tier: ${lifecycleTranscripts.length} lifecycle transcripts give identical command logs on Node and XS`, (t) => {
+  const logs = new Map<string, unknown>();
+  for (const [, run] of runs) for (const [key, value] of run.emitted) if (key.startsWith("lifecycle:")) logs.set(key.slice(10), value);
+  t.is(logs.size, lifecycleTranscripts.length, "every lifecycle transcript ran on XS");
+  for (const transcript of lifecycleTranscripts) t.deepEqual(logs.get(transcript.name), runLifecycleTranscript(transcript).log, transcript.name);
+});
+
+test(`XS tier: ${XS_MATRIX_SAMPLE.length} fault-matrix cells, 7 simulated days each, give the same logs on Node and XS`, (t) => {
+  const emitted = new Map<string, unknown>();
+  for (const [, run] of runs) for (const [key, value] of run.emitted) if (key.startsWith("matrix:")) emitted.set(key.slice(7), value);
+  t.is(emitted.size, XS_MATRIX_SAMPLE.length, "every sampled cell ran on XS");
+  const cells = matrixCells();
+  for (const name of XS_MATRIX_SAMPLE) {
+    const r = runCell(cells.find((c) => c.name === name)!, portableCrypto, 7, true).result;
+    t.deepEqual(emitted.get(name), { digest: r.digest, registrationsPerDay: r.registrationsPerDay, lines: r.log.length }, name);
+  }
 });
 
 test("XS tier: the runtime's event logs in the virtual world are the same on Node and XS", (t) => {

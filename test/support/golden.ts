@@ -8,20 +8,24 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { transcripts } from "../transcripts/registration.js";
 import { hubTranscripts, runHubTranscript } from "../transcripts/hub.js";
+import { lifecycleTranscripts, runLifecycleTranscript } from "../transcripts/lifecycle.js";
 import { runTranscript } from "./transcript.js";
 import { projectRoot } from "./xs.js";
 
 export const goldenFiles = {
   registration: join(projectRoot, "test", "transcripts", "registration.golden.json"),
   hub: join(projectRoot, "test", "transcripts", "hub.golden.json"),
+  lifecycle: join(projectRoot, "test", "transcripts", "lifecycle.golden.json"),
 };
 
-export function currentLogs(): { registration: Record<string, string[]>; hub: Record<string, string[]> } {
+export function currentLogs(): { registration: Record<string, string[]>; hub: Record<string, string[]>; lifecycle: Record<string, string[]> } {
   const registration: Record<string, string[]> = {};
   for (const t of transcripts) registration[t.name] = runTranscript(t).log;
   const hub: Record<string, string[]> = {};
   for (const t of hubTranscripts) hub[t.name] = runHubTranscript(t);
-  return { registration, hub };
+  const lifecycle: Record<string, string[]> = {};
+  for (const t of lifecycleTranscripts) lifecycle[t.name] = runLifecycleTranscript(t).log;
+  return { registration, hub, lifecycle };
 }
 
 export function readGolden(which: keyof typeof goldenFiles): Record<string, string[]> {
@@ -32,5 +36,6 @@ if (process.argv[1] === fileURLToPath(import.meta.url) && process.argv.includes(
   const logs = currentLogs();
   writeFileSync(goldenFiles.registration, JSON.stringify(logs.registration, null, 1) + "\n");
   writeFileSync(goldenFiles.hub, JSON.stringify(logs.hub, null, 1) + "\n");
-  process.stdout.write(`wrote ${Object.keys(logs.registration).length} + ${Object.keys(logs.hub).length} transcripts\n`);
+  writeFileSync(goldenFiles.lifecycle, JSON.stringify(logs.lifecycle, null, 1) + "\n");
+  process.stdout.write(`wrote ${Object.keys(logs.registration).length} + ${Object.keys(logs.hub).length} + ${Object.keys(logs.lifecycle).length} transcripts\n`);
 }
