@@ -95,7 +95,8 @@ export function utf8Decode(bytes: Uint8Array): string {
       cp -= 0x10000;
       chunk.push(0xd800 + (cp >> 10), 0xdc00 + (cp & 0x3ff));
     } else chunk.push(cp);
-    if (chunk.length >= 4096) {
+    // XS passes apply's arguments on its stack: 256 at a time fits a device's (768 slots).
+    if (chunk.length >= 256) {
       out += String.fromCharCode.apply(null, chunk);
       chunk = [];
     }

@@ -95,23 +95,34 @@ export function hubTokenResource(hubHost: string, deviceId: string): string {
  * `+` and `#` are valid in the hub's registry but unusable over MQTT: the id goes into the
  * telemetry topic as it is, MQTT 3.1.1 forbids both in a PUBLISH topic name [MQTT-3.3.2-2] (the
  * hub would close the connection at every publish), and URL-encoding them names another device.
- * Retrying cannot help, so that is a REGISTRATION_FAILED: the enrollment's device id must change.
- * @throws PeerError MALFORMED_BODY when the id is not an IoT Hub device id; REGISTRATION_FAILED
+ * Retrying cannot help: the enrollment's device id must change (ASSIGNMENT_UNUSABLE).
+ * @throws PeerError MALFORMED_BODY when the id is not an IoT Hub device id; ASSIGNMENT_UNUSABLE
  *   when it holds `+` or `#`.
  */
 export function checkDeviceId(deviceId: unknown): asserts deviceId is string {
   if (typeof deviceId !== "string" || !/^[A-Za-z0-9\-:.+%_#*?!(),=@;$']{1,128}$/.test(deviceId)) {
     throw new PeerError(
       "MALFORMED_BODY",
-      `the assigned device id "${excerpt(String(deviceId))}" is not an IoT Hub device id (1 to 128 letters, digits and - : . + % _ # * ? ! ( ) , = @ ; $ ')`,
+      `the assigned device id ${typeof deviceId === "string" ? `"${excerpt(deviceId)}"` : `(${typeof deviceId})`} is not an IoT Hub device id (1 to 128 letters, digits and - : . + % _ # * ? ! ( ) , = @ ; $ ')`,
     );
   }
   if (/[+#]/.test(deviceId)) {
     throw new PeerError(
-      "REGISTRATION_FAILED",
+      "ASSIGNMENT_UNUSABLE",
       `the assigned device id "${deviceId}" is valid in IoT Hub but cannot be used over MQTT, which forbids + and # in the telemetry topic [MQTT-3.3.2-2]: give the enrollment a device id without them`,
     );
   }
+}
+
+/** What makes an assignment unusable by a hub session (the message of the check that fails), or undefined. */
+export function assignmentProblem(hubHost: unknown, deviceId: unknown): string | undefined {
+  try {
+    checkHubHost(hubHost);
+    checkDeviceId(deviceId);
+  } catch (error) {
+    return (error as Error).message;
+  }
+  return undefined;
 }
 
 /**
@@ -121,6 +132,6 @@ export function checkDeviceId(deviceId: unknown): asserts deviceId is string {
  */
 export function checkHubHost(host: unknown): asserts host is string {
   if (typeof host !== "string" || !/^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/.test(host)) {
-    throw new PeerError("MALFORMED_BODY", `the assigned hub "${excerpt(String(host))}" is not a host name (letters, digits, '-' and '.', no port)`);
+    throw new PeerError("MALFORMED_BODY", `the assigned hub ${typeof host === "string" ? `"${excerpt(host)}"` : `(${typeof host})`} is not a host name (letters, digits, '-' and '.', no port)`);
   }
 }

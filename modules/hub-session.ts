@@ -18,7 +18,8 @@
  */
 import type { CryptoPort } from "./crypto.js";
 import { copyDefined, DpsError, UsageError, excerpt, type ErrorCode } from "./errors.js";
-import { urlEncode, utf8Encode } from "./encoding.js";
+import { utf8Encode } from "./encoding.js";
+import { assignmentProblem, encodeProperties, hubUsername, telemetryTopic, type MessageProperties } from "./hub-protocol.js";
 import type { MqttConnectOptions, RandomSource, TransportFault } from "./ports.js";
 import {
   actionForConnack,
@@ -32,7 +33,7 @@ import {
 } from "./retry-policy.js";
 import { hubSasToken, sasExpiry } from "./sas.js";
 
-export const HUB_API_VERSION = "2021-04-12";
+export type { MessageProperties } from "./hub-protocol.js";
 export const HUB_MQTT_PORT = 8883;
 /** IoT Hub's own limit for a device-to-cloud message. */
 export const HUB_MAX_MESSAGE_BYTES = 256 * 1024;
@@ -129,9 +130,6 @@ interface Outgoing {
   losses: number;
 }
 
-/** Application properties of a telemetry message, sent URL-encoded after the topic. */
-export type MessageProperties = Readonly<Record<string, string>>;
-
 export class HubSession {
   #config: HubSessionConfig;
   #deps: HubSessionDeps;
@@ -172,7 +170,9 @@ export class HubSession {
     this.#deps = deps;
     this.#policy = config.policy ?? defaultRetryPolicy;
     this.#windowMs = config.windowMs ?? this.#policy.hub.windowMs;
-    this.#topic = `devices/${config.deviceId}/messages/events/`;
+    this.#topic = telemetryTopic(config.deviceId);
+    // Checks the model id now rather than at the first connect.
+    hubUsername(config.hubHost, config.deviceId, config);
   }
 
   get phase(): HubPhase {
@@ -297,9 +297,7 @@ export class HubSession {
     }
     const renewBefore = c.renewBeforeSeconds ?? Math.min(Math.max(60, Math.floor(lifetime / 10)), Math.floor(lifetime / 2));
     this.#renewAt = Math.max(this.#now + 1000, expiry * 1000 - renewBefore * 1000);
-    let username = `${c.hubHost}/${c.deviceId}/?api-version=${HUB_API_VERSION}`;
-    if (c.userAgent) username += `&DeviceClientType=${urlEncode(c.userAgent)}`;
-    if (c.modelId) username += `&model-id=${urlEncode(c.modelId)}`;
+    const username = hubUsername(c.hubHost, c.deviceId, c);
     this.#phase = "connecting";
     this.#retryAt = undefined;
     this.#connectDeadline = this.#now + this.#policy.timeouts.connectMs;
@@ -446,32 +444,8 @@ export class HubSession {
   }
 }
 
-/**
- * What makes an assignment unusable by a hub session, or undefined when it is fine: a host name
- * without a port, a device id of 1..128 characters.
- */
-export function assignmentProblem(hubHost: unknown, deviceId: unknown): string | undefined {
-  if (typeof hubHost !== "string" || !/^[A-Za-z0-9]([A-Za-z0-9.\-]{0,251}[A-Za-z0-9])?$/.test(hubHost)) return "the hub must be a host name such as contoso.azure-devices.net (no port, no scheme)";
-  if (typeof deviceId !== "string" || deviceId.length === 0 || deviceId.length > 128) return "the device id must be 1 to 128 characters";
-  return undefined;
-}
-
 function check(ok: boolean, message: string): void {
   if (!ok) throw new UsageError("INVALID_ARGUMENT", message);
-}
-
-/** `key=value&...`, URL-encoded, as IoT Hub reads message properties from the topic. */
-export function encodeProperties(properties: MessageProperties | undefined): string {
-  if (!properties) return "";
-  const parts: string[] = [];
-  const keys = Object.keys(properties);
-  for (let i = 0; i < keys.length; i++) {
-    const k = keys[i];
-    const v = properties[k];
-    if (typeof v !== "string") throw new UsageError("INVALID_ARGUMENT", `message property "${excerpt(k, 40)}" must be a string`);
-    parts.push(`${urlEncode(k)}=${urlEncode(v)}`);
-  }
-  return parts.join("&");
 }
 
 /** A JSON telemetry body with the system properties that tell the hub it is UTF-8 JSON. */

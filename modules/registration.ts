@@ -19,12 +19,13 @@ import {
   dpsCredentials,
   lookupRequest,
   parseLookupResponse,
-  parseResponse,
+  readResponse,
   POLL_PAYLOAD,
   pollTopic,
   registerPayload,
   registerTopic,
   SUBSCRIBE_TOPIC,
+  type DpsAnswer,
   type DpsResponse,
   type ErrorBody,
   type LookupResult,
@@ -436,24 +437,21 @@ function onSuback(c: Context, event: RegistrationEvent): void {
 
 function onMessage(c: Context, event: RegistrationEvent): void {
   const { topic, payload } = event as { topic: string; payload: Uint8Array };
-  let response: DpsResponse | undefined;
+  let response: DpsAnswer | undefined;
   try {
-    response = parseResponse(topic, payload);
+    response = readResponse(topic, payload);
   } catch (error) {
-    if (!(error instanceof PeerError)) throw error;
-    // A broken topic cannot be matched to a request: it is not ours to act on.
-    if (error.code === "MALFORMED_TOPIC") return;
-    // The answer to our request (rid matched below) is unreadable: treat as a server fault.
-    const rid = ridOfTopic(topic);
-    if (rid !== c.ridInFlight) return;
-    c.ridInFlight = undefined;
-    return applyFault(c, "malformed", `DPS sent an unreadable answer: ${error.message}`);
+    // A broken topic (MALFORMED_TOPIC, the only error it throws) cannot be matched to a request.
+    if (error instanceof PeerError) return;
+    throw error;
   }
   if (!response || response.rid !== c.ridInFlight) return; // not the request in flight: ignore
   c.ridInFlight = undefined;
   c.unanswered = false;
   clearTimer(c);
   if (response.status >= 300) return onErrorAnswer(c, response);
+  // Our answer, unreadable (or a status DPS does not use): a server fault, after its retry-after.
+  if (response.problem) return applyFault(c, "malformed", `DPS sent an unreadable answer: ${response.problem.message}`, response.retryAfterSeconds);
   const operation = response.operation!;
   const state = operation.registrationState;
   if (operation.status === "assigned" && state && state.status === "assigned") {
@@ -617,13 +615,13 @@ function onLookupResponse(c: Context, event: RegistrationEvent): void {
 // ---------------------------------------------------------------------------------------------
 // The retry policy in action
 
-function applyFault(c: Context, fault: FaultKey, message: string): void {
+function applyFault(c: Context, fault: FaultKey, message: string, retryAfterSeconds?: number): void {
   // A pipelined attempt that reached the broker but got no answer: maybe a broker or a middlebox
   // that mishandles packets sent before CONNACK. Retry the classic way.
   if (c.unanswered && (fault === "closed" || fault === "protocol" || fault === "timeout")) c.pipeline = false;
   c.unanswered = false;
   const code: ErrorCode = fault === "malformed" ? "MALFORMED_BODY" : fault === "timeout" ? "TIMEOUT" : fault === "oversize" ? "OVERSIZE" : "TRANSPORT";
-  applyAction(c, actionForFault(c.policy, fault), { code, message }, { fault });
+  applyAction(c, actionForFault(c.policy, fault), { code, message }, { fault }, retryAfterSeconds);
 }
 
 function applyAction(
@@ -782,11 +780,6 @@ function status(c: Context, fields: Omit<RegistrationStatus, "attempt">): void {
 
 function statusOf(d: FailureDiagnostics): Partial<RegistrationStatus> {
   return { httpStatus: d.httpStatus, errorCode: d.errorCode, trackingId: d.trackingId, message: d.message };
-}
-
-function ridOfTopic(topic: string): string | undefined {
-  const match = /[?&]\$rid=([^&]*)/.exec(topic);
-  return match ? match[1] : undefined;
 }
 
 export type { TransportFaultKind };

@@ -166,11 +166,11 @@ test("hub-protocol: checkDeviceId accepts IoT Hub's characters and refuses the r
   }
 });
 
-test("hub-protocol: an id with + or # is valid for IoT Hub but unusable over MQTT: checkDeviceId throws REGISTRATION_FAILED saying so", (t) => {
+test("hub-protocol: an id with + or # is valid for IoT Hub but unusable over MQTT: checkDeviceId throws ASSIGNMENT_UNUSABLE saying so", (t) => {
   for (const id of ["dev+1", "dev#1", `a${SPECIALS}z`, "+", "#"]) {
     // The official client would put it in the topic as it is, where MQTT forbids it [MQTT-3.3.2-2].
     t.is(telemetryTopic(id), official(id).transport._getEventTopicFromMessage(new device.Message("x")));
-    const error = t.throws(() => checkDeviceId(id), { code: "REGISTRATION_FAILED", name: "PeerError" } as never, id);
+    const error = t.throws(() => checkDeviceId(id), { code: "ASSIGNMENT_UNUSABLE", name: "PeerError" } as never, id);
     t.regex(error!.message, /valid in IoT Hub but cannot be used over MQTT.*\[MQTT-3\.3\.2-2\]/);
   }
 });

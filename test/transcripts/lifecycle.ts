@@ -110,6 +110,11 @@ export const lifecycleTranscripts: LifecycleTranscript[] = [
     check: (r, log) => [has(log, "runtime backing-off ASSIGNMENT_UNUSABLE"), hasNot(log, "cache-save"), hasNot(log, "connect#2 hub-1")],
   },
   {
+    name: "DPS assigns a device id with + (valid in IoT Hub, forbidden in an MQTT topic): unusable, said so, nothing written",
+    world: { durationMs: 5 * MIN, assign: { assignedHub: WORLD_HUB, deviceId: "dev+1" } },
+    check: (r, log) => [has(log, "runtime backing-off ASSIGNMENT_UNUSABLE"), has(log, "cannot be used over MQTT"), hasNot(log, "cache-save"), hasNot(log, "connect#2")],
+  },
+  {
     name: "a cached record naming a hub the session cannot use is invalidated and reported, and DPS is asked",
     world: { durationMs: 2 * MIN, cached: { assignedHub: "hub-1.azure-devices.net:8883", deviceId: "dev-001" } },
     check: (r, log) => [inOrder(log, "cache empty the cached assignment is not usable", "cache-invalidate", "dps registering", "cache-save hub-1.azure-devices.net", "runtime connected")],

@@ -449,6 +449,31 @@ export const transcripts: Transcript[] = [
     expectInOrder: ["action=retry delayMs=2500"],
     outcome: "done assigned",
   },
+  {
+    name: "an unreadable 503 with retry-after 30: the retry waits for it",
+    steps: [...open, answer(503, 1, "<html>Service Unavailable</html>", { retryAfter: "30" }), timer(), lookupAnswer(404, errorBody(404202)), connack(0), suback(1), answer(200, 2, assignedBody)],
+    // 30 s and the jitter draw of 0.5 × 50 %: 37.5 s.
+    expectInOrder: ["action=recover delayMs=37500 httpStatus=503", "set-timer 37500"],
+    outcome: "done assigned",
+  },
+  {
+    name: "an unreadable 202 with retry-after 20: recovered after it, not after the plain backoff",
+    steps: [...open, answer(202, 1, "{not json", { retryAfter: "20" }), timer(), lookupAnswer(200, assignedState)],
+    expectInOrder: ["action=recover delayMs=25000 fault=malformed", "status looking-up"],
+    outcome: "done assigned via=lookup",
+  },
+  {
+    name: "a status DPS does not use (201) keeps its retry-after",
+    steps: [...open, answer(201, 1, assigning, { retryAfter: "12" }), timer(), lookupAnswer(200, assignedState)],
+    expectInOrder: ["action=recover delayMs=15000 fault=malformed"],
+    outcome: "done assigned via=lookup",
+  },
+  {
+    name: "a retry-after of 16 digits is clamped to retryAfter.maxMs (10 min), not ignored",
+    steps: [...open, answer(429, 1, errorBody(429001), { retryAfter: "9999999999999999" }), timer(), connack(0), suback(1), answer(200, 2, assignedBody)],
+    expectInOrder: ["action=retry delayMs=750000"],
+    outcome: "done assigned",
+  },
 
   // ---- the rest ---------------------------------------------------------------------------------------
   {
