@@ -62,7 +62,10 @@ export interface NodeMqttConnectorOptions {
   readonly resolve?: AddressResolver;
   /** From `connect()` to CONNACK (TCP, TLS handshake and CONNACK together). Default 30000. */
   readonly connectTimeoutMs?: number;
-  /** Largest incoming packet, fixed header included; a bigger one closes with "protocol". Default 128 KiB. */
+  /**
+   * Largest incoming packet, fixed header included, when the session's options do not say
+   * (`MqttConnectOptions.maxPacketBytes`); a bigger one closes with "oversize". Default 128 KiB.
+   */
   readonly maxPacketBytes?: number;
 }
 
@@ -138,6 +141,10 @@ class FrameLimiter {
 
   constructor(limit: number) {
     this.#limit = limit;
+  }
+
+  get max(): number {
+    return this.#limit;
   }
 
   check(chunk: Buffer): number {
@@ -245,7 +252,7 @@ export class NodeMqttConnector implements MqttConnector {
         resolveError = error;
       }
     }
-    const session = new NodeMqttSession(callbacks, options.keepAliveSeconds * 1000, this.#maxPacketBytes, this.#forget);
+    const session = new NodeMqttSession(callbacks, options.keepAliveSeconds * 1000, options.maxPacketBytes ?? this.#maxPacketBytes, this.#forget);
     this.#sessions.add(session);
     this.#ensureSweep(options.keepAliveSeconds * 1000);
     if (resolveError !== undefined) {
@@ -438,10 +445,8 @@ class NodeMqttSession implements MqttSession {
     this.#heard = true;
     const oversize = this.#limiter.check(chunk);
     if (oversize !== 0) {
-      this.#fail(
-        "protocol",
-        oversize < 0 ? "malformed remaining length (more than four bytes) [MQTT-2.2.3]" : `incoming packet of ${oversize} bytes exceeds maxPacketBytes`,
-      );
+      if (oversize < 0) this.#fail("protocol", "malformed remaining length (more than four bytes) [MQTT-2.2.3]");
+      else this.#fail("oversize", `an incoming packet of ${oversize} bytes, over the ${this.#limiter.max}-byte limit`);
       return;
     }
     this.#parser?.parse(chunk);

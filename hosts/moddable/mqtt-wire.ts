@@ -132,6 +132,8 @@ export class FrameReader {
   #lengthBytes = 0;
   #body: Uint8Array | undefined;
   #filled = 0;
+  /** Set when `push` refused a packet for its size (the session reports "oversize", not "protocol"). */
+  oversize = false;
 
   /** @throws UsageError INVALID_ARGUMENT unless `maxPacketBytes` is an integer of at least 16. */
   constructor(maxPacketBytes: number) {
@@ -159,7 +161,10 @@ export class FrameReader {
         this.#shift *= 128;
         if (++this.#lengthBytes > 4) return "malformed remaining length: more than four bytes (2.2.3)";
         if (digit & 0x80) continue;
-        if (this.#length + 1 + this.#lengthBytes > this.#max) return `an incoming packet of ${this.#length} bytes is over maxPacketBytes (${this.#max})`;
+        if (this.#length + 1 + this.#lengthBytes > this.#max) {
+          this.oversize = true;
+          return `an incoming packet of ${this.#length + 1 + this.#lengthBytes} bytes, over the ${this.#max}-byte limit`;
+        }
         this.#body = new Uint8Array(this.#length);
         this.#filled = 0;
       } else {

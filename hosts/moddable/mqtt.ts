@@ -87,7 +87,7 @@ export class ModdableMqttConnector implements MqttConnector {
   connect(options: MqttConnectOptions, callbacks: MqttSessionCallbacks): MqttSession {
     check(typeof options.host === "string" && options.host.length > 0, "host must be a non-empty string");
     check(Number.isInteger(options.port) && options.port > 0 && options.port < 65536, "port must be an integer in 1..65535");
-    const session = new ModdableMqttSession(callbacks, this.#options, new FrameReader(this.#maxPacketBytes), this.#maxQueuedBytes, options.keepAliveSeconds * 1000);
+    const session = new ModdableMqttSession(callbacks, this.#options, new FrameReader(options.maxPacketBytes ?? this.#maxPacketBytes), this.#maxQueuedBytes, options.keepAliveSeconds * 1000);
     session.enqueue(encodeConnect(options));
     const open = (address: string) => session.open(address, options.host, options.port);
     if (ipv4.test(options.host)) {
@@ -263,7 +263,7 @@ class ModdableMqttSession implements MqttSession {
     let chunk: ArrayBuffer | number | undefined;
     while (this.#phase !== Phase.Closed && (chunk = socket.read()) instanceof ArrayBuffer) {
       const error = this.#reader.push(new Uint8Array(chunk), (packet) => this.#onPacket(packet));
-      if (error) this.fail("protocol", error);
+      if (error) this.fail(this.#reader.oversize ? "oversize" : "protocol", error);
     }
   }
 

@@ -471,8 +471,12 @@ test("frame reader: whole, byte by byte, several packets in one chunk, oversize 
   const reader = new FrameReader(64);
   for (let i = 0; i < all.length; i++) reader.push(all.subarray(i, i + 1), (p) => split.push(p.body.length));
   deepEqual(split, [packets[0].length - 2, 0, packets[2].length - 2], "byte by byte");
-  ok(new FrameReader(16).push(encodePublish("t", new Uint8Array(100), 0, 0), () => {})?.includes("maxPacketBytes"), "oversize refused");
-  ok(new FrameReader(64).push(Uint8Array.of(0x30, 0xff, 0xff, 0xff, 0xff, 0x01), () => {})?.includes("four bytes"), "five-byte length refused");
+  const small = new FrameReader(16);
+  ok(small.push(encodePublish("t", new Uint8Array(100), 0, 0), () => {})?.includes("over the 16-byte limit"), "oversize refused");
+  ok(small.oversize, "and marked oversize, for the session's fault kind");
+  const broken = new FrameReader(64);
+  ok(broken.push(Uint8Array.of(0x30, 0xff, 0xff, 0xff, 0xff, 0x01), () => {})?.includes("four bytes"), "five-byte length refused");
+  ok(!broken.oversize, "a broken length is a protocol fault, not oversize");
 });
 
 test("HMAC-SHA256 over a Digest matches the portable HMAC (short key, 64-byte key, long key)", () => {
