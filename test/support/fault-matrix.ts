@@ -5,10 +5,11 @@
  * the XS tier can run a sample of the same cells and compare the logs.
  */
 import type { CryptoPort } from "../../modules/crypto.js";
-import { defaultRetryPolicy, type RetryPolicy } from "../../modules/retry-policy.js";
+import { recoveryBoundMs, registrationsPerDayBound } from "../../hosts/desktop/bounds.js";
 import { runWorld, type WorldCause, type WorldFault, type WorldResult, type WorldStep } from "./lifecycle-world.js";
 
 const DAY = 86_400_000;
+export { recoveryBoundMs, registrationsPerDayBound };
 const STATUSES = [400, 401, 403, 404, 405, 409, 412, 415, 429, 500, 503];
 const TERMINAL_STATUSES = [400, 405, 409, 412, 415];
 
@@ -67,30 +68,6 @@ export function matrixCells(): MatrixCell[] {
     }
   }
   return cells;
-}
-
-/**
- * The most DPS registrations one device makes in a day under any persistent fault, from the
- * policy (docs/RETRY-POLICY.md derives it): two fast provisioning runs (at boot, and after the
- * first hub refusal), each at most 1 + `budget.maxAttempts` registers, and then one register per
- * long-tail wait; the waits are counted at their shortest (no jitter). In later days only the
- * long tail remains.
- */
-export function registrationsPerDayBound(policy: RetryPolicy = defaultRetryPolicy): { firstDay: number; laterDays: number } {
-  const fast = 2 * (1 + policy.budget.maxAttempts);
-  let wakes = 0;
-  let t = 0;
-  for (let k = 1; ; k++) {
-    t += Math.min(policy.longTail.maxMs, policy.longTail.initialMs * Math.pow(policy.longTail.multiplier, k - 1));
-    if (t > DAY) break;
-    wakes++;
-  }
-  return { firstDay: fast + wakes, laterDays: Math.floor(DAY / policy.longTail.maxMs) + 1 };
-}
-
-/** Once the cause clears, connected again within the longest long-tail wait and one more cycle. */
-export function recoveryBoundMs(policy: RetryPolicy = defaultRetryPolicy): number {
-  return Math.ceil(policy.longTail.maxMs * (1 + policy.longTail.jitter)) + 5 * 60_000;
 }
 
 /** The cells the XS tier runs too (its logs must be the same as on Node, digest for digest). */
