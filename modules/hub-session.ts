@@ -14,6 +14,10 @@
  * oldest unacknowledged one at `hub.maxMessageAttempts` link losses in a row is dropped and
  * reported, so that one message the hub refuses cannot stop the queue forever.
  *
+ * One session lives as long as the device: each `start` names the hub to connect to (the cached
+ * or the assigned one) and runs until an outcome; the queue and its tags outlive the runs, so
+ * what was sent while there was no hub goes out, oldest first, once there is one.
+ *
  * Time comes in with each event; the session reports its next deadline as one `set-timer`.
  */
 import type { CryptoPort } from "./crypto.js";
@@ -39,8 +43,6 @@ export const HUB_MQTT_PORT = 8883;
 export const HUB_MAX_MESSAGE_BYTES = 256 * 1024;
 
 export interface HubSessionConfig {
-  readonly hubHost: string;
-  readonly deviceId: string;
   /** The device key (base64): individual, or derived from the group key. */
   readonly symmetricKey: string;
   readonly port?: number;
@@ -60,8 +62,6 @@ export interface HubSessionConfig {
   readonly modelId?: string;
   readonly userAgent?: string;
   readonly policy?: RetryPolicy;
-  /** How long to retry before the outcome "unreachable"; default `policy.hub.windowMs`, 0 for one attempt. */
-  readonly windowMs?: number;
 }
 
 export interface HubSessionDeps {
@@ -70,7 +70,8 @@ export interface HubSessionDeps {
 }
 
 export type HubEvent =
-  | { readonly kind: "start" }
+  /** A run to this hub; `windowMs` (default `policy.hub.windowMs`, 0: one attempt) until "unreachable". */
+  | { readonly kind: "start"; readonly hubHost: string; readonly deviceId: string; readonly windowMs?: number }
   | { readonly kind: "connack"; readonly returnCode: number }
   | { readonly kind: "puback"; readonly tag: number }
   | { readonly kind: "message"; readonly topic: string; readonly payload: Uint8Array }
@@ -101,7 +102,8 @@ export type HubOutcome =
   /** Retries for the whole window failed: ask DPS, keeping the cache. */
   | { readonly kind: "unreachable"; readonly reason: HubFailure }
   | { readonly kind: "failed"; readonly error: HubFailure }
-  | { readonly kind: "stopped"; readonly dropped: number };
+  /** The run was stopped; `queued` messages wait for the next one. */
+  | { readonly kind: "stopped"; readonly queued: number };
 
 export type HubCommand =
   | { readonly kind: "connect"; readonly options: MqttConnectOptions }
@@ -117,13 +119,13 @@ export type HubCommand =
   | { readonly kind: "received"; readonly topic: string; readonly payload: Uint8Array }
   | { readonly kind: "done"; readonly outcome: HubOutcome };
 
-export type HubPhase = "idle" | "connecting" | "connected" | "waiting" | "ended";
+export type HubPhase = "idle" | "connecting" | "connected" | "waiting";
 
 interface Outgoing {
   readonly tag: number;
-  readonly topic: string;
+  /** The property bag, encoded once (the topic's device id is the run's). */
+  readonly bag: string;
   readonly payload: Uint8Array;
-  readonly properties?: MessageProperties;
   /** PUBACK deadline while in flight. */
   deadline?: number;
   /** Link losses in a row while this was the oldest unacknowledged message. */
@@ -134,7 +136,9 @@ export class HubSession {
   #config: HubSessionConfig;
   #deps: HubSessionDeps;
   #policy: RetryPolicy;
-  #windowMs: number;
+  #hubHost = "";
+  #deviceId = "";
+  #windowMs = 0;
   #out: HubCommand[] = [];
   #phase: HubPhase = "idle";
   #now = 0;
@@ -153,12 +157,9 @@ export class HubSession {
   #maxQueue: number;
   #maxInFlight: number;
   #maxMessageBytes: number;
-  #topic: string;
 
   /** @throws UsageError INVALID_ARGUMENT for a bad configuration. */
   constructor(config: HubSessionConfig, deps: HubSessionDeps) {
-    const problem = assignmentProblem(config.hubHost, config.deviceId);
-    check(problem === undefined, problem!);
     check(typeof config.symmetricKey === "string" && config.symmetricKey.length > 0, "symmetricKey is required");
     this.#maxQueue = config.maxQueue ?? 16;
     this.#maxInFlight = config.maxInFlight ?? Math.min(4, this.#maxQueue);
@@ -169,10 +170,8 @@ export class HubSession {
     this.#config = config;
     this.#deps = deps;
     this.#policy = config.policy ?? defaultRetryPolicy;
-    this.#windowMs = config.windowMs ?? this.#policy.hub.windowMs;
-    this.#topic = telemetryTopic(config.deviceId);
     // Checks the model id now rather than at the first connect.
-    hubUsername(config.hubHost, config.deviceId, config);
+    hubUsername("h", "d", config);
   }
 
   get phase(): HubPhase {
@@ -190,13 +189,12 @@ export class HubSession {
   }
 
   /**
-   * Queues a telemetry message; returns its tag (reported back in a `sent` or `dropped` command)
-   * and the commands to perform now.
+   * Queues a telemetry message, with or without a run; returns its tag (reported back in a
+   * `sent` or `dropped` command) and the commands to perform now.
    * @throws UsageError QUEUE_FULL when `maxQueue` messages are waiting or unacknowledged;
-   *   OVERSIZE when the body exceeds `maxMessageBytes`; STOPPED after the session ended.
+   *   OVERSIZE when the body exceeds `maxMessageBytes`; INVALID_ARGUMENT for a property that is not a string.
    */
   send(body: Uint8Array, properties: MessageProperties | undefined, now: number): { tag: number; commands: HubCommand[] } {
-    if (this.#phase === "ended") throw new UsageError("STOPPED", "the hub session has ended; messages can no longer be queued on it");
     if (body.length > this.#maxMessageBytes) {
       throw new UsageError("OVERSIZE", `the message is ${body.length} bytes; this session accepts at most ${this.#maxMessageBytes} (maxMessageBytes)`);
     }
@@ -205,7 +203,7 @@ export class HubSession {
     }
     this.#begin(now);
     const tag = this.#nextTag++;
-    this.#waiting.push({ tag, topic: this.#topic + encodeProperties(properties), payload: body, properties, losses: 0 });
+    this.#waiting.push({ tag, bag: encodeProperties(properties), payload: body, losses: 0 });
     if (this.#phase === "connected") this.#flush();
     return { tag, commands: this.#end() };
   }
@@ -216,17 +214,25 @@ export class HubSession {
    */
   handle(event: HubEvent, now: number): HubCommand[] {
     const kind = event.kind;
-    if (kind === "start" ? this.#phase !== "idle" : kind === "timer" ? this.#timerAt === undefined : this.#phase === "idle" && kind !== "stop") {
+    if (kind === "start" ? this.#phase !== "idle" : kind === "timer" && this.#timerAt === undefined) {
       throw new UsageError("ILLEGAL_EVENT", `hub session: event "${kind}" cannot happen in phase "${this.#phase}"${kind === "timer" ? " (no timer is set)" : ""}`);
     }
-    // After the session ended, and from a link it has closed, nothing is news.
-    if (this.#phase === "ended" || (!this.#linkOpen && (kind === "connack" || kind === "puback" || kind === "message" || kind === "closed"))) return [];
+    // Between runs, and from a link it has closed, nothing is news.
+    if ((this.#phase === "idle" && kind !== "start") || (!this.#linkOpen && (kind === "connack" || kind === "puback" || kind === "message" || kind === "closed"))) return [];
     this.#begin(now);
     if (kind === "timer") this.#timerAt = undefined;
     switch (event.kind) {
-      case "start":
+      case "start": {
+        const problem = assignmentProblem(event.hubHost, event.deviceId);
+        check(problem === undefined, problem!);
+        this.#hubHost = event.hubHost;
+        this.#deviceId = event.deviceId;
+        this.#windowMs = event.windowMs ?? this.#policy.hub.windowMs;
+        this.#attempt = 0;
+        this.#failingSince = undefined;
         this.#connect("connecting");
         break;
+      }
       case "connack":
         this.#onConnack(event.returnCode);
         break;
@@ -244,17 +250,11 @@ export class HubSession {
         break;
       case "stop":
         this.#close();
-        this.#finish({ kind: "stopped", dropped: this.queued }, "stopped");
-        this.#waiting = [];
-        this.#inFlight = [];
+        this.#requeue();
+        this.#finish({ kind: "stopped", queued: this.queued }, "stopped");
         break;
     }
     return this.#end();
-  }
-
-  /** Messages still waiting or unacknowledged, oldest first (for a caller that must keep them). */
-  pending(): { tag: number; payload: Uint8Array; properties?: MessageProperties }[] {
-    return this.#inFlight.concat(this.#waiting).map((m) => ({ tag: m.tag, payload: m.payload, properties: m.properties }));
   }
 
   #begin(now: number): void {
@@ -264,7 +264,7 @@ export class HubSession {
 
   #end(): HubCommand[] {
     let next: number | undefined;
-    if (this.#phase !== "ended") {
+    if (this.#phase !== "idle") {
       // Renewal and stability only matter on an open session: a renewal due while still
       // connecting waits for the CONNACK instead of firing at once, over and over.
       const connected = this.#phase === "connected";
@@ -290,14 +290,14 @@ export class HubSession {
     let expiry: number;
     try {
       expiry = sasExpiry(this.#now, lifetime);
-      password = hubSasToken(this.#deps.crypto, { hubHost: c.hubHost, deviceId: c.deviceId, symmetricKey: c.symmetricKey, expiry });
+      password = hubSasToken(this.#deps.crypto, { hubHost: this.#hubHost, deviceId: this.#deviceId, symmetricKey: c.symmetricKey, expiry });
     } catch (error) {
       if (error instanceof DpsError) return this.#finish({ kind: "failed", error: { code: error.code, message: error.message } }, "failed");
       throw error;
     }
     const renewBefore = c.renewBeforeSeconds ?? Math.min(Math.max(60, Math.floor(lifetime / 10)), Math.floor(lifetime / 2));
     this.#renewAt = Math.max(this.#now + 1000, expiry * 1000 - renewBefore * 1000);
-    const username = hubUsername(c.hubHost, c.deviceId, c);
+    const username = hubUsername(this.#hubHost, this.#deviceId, c);
     this.#phase = "connecting";
     this.#retryAt = undefined;
     this.#connectDeadline = this.#now + this.#policy.timeouts.connectMs;
@@ -305,7 +305,7 @@ export class HubSession {
     this.#linkOpen = true;
     this.#out.push({
       kind: "connect",
-      options: { host: c.hubHost, port: c.port ?? HUB_MQTT_PORT, clientId: c.deviceId, username, password, keepAliveSeconds: c.keepAliveSeconds ?? 60, cleanSession: true },
+      options: { host: this.#hubHost, port: c.port ?? HUB_MQTT_PORT, clientId: this.#deviceId, username, password, keepAliveSeconds: c.keepAliveSeconds ?? 60, cleanSession: true },
     });
   }
 
@@ -324,7 +324,7 @@ export class HubSession {
       return;
     }
     this.#close();
-    this.#failure(actionForConnack(this.#policy, code), `connack-${code}`, `the hub ${this.#config.hubHost} refused the connection with CONNACK ${code} (${connackMeaning(code)})`, code);
+    this.#failure(actionForConnack(this.#policy, code), `connack-${code}`, `the hub ${this.#hubHost} refused the connection with CONNACK ${code} (${connackMeaning(code)})`, code);
   }
 
   #onPuback(tag: number): void {
@@ -374,7 +374,7 @@ export class HubSession {
       const m = this.#waiting.shift()!;
       m.deadline = this.#now + this.#policy.timeouts.ackMs;
       this.#inFlight.push(m);
-      this.#out.push({ kind: "publish", tag: m.tag, topic: m.topic, payload: m.payload, qos: 1 });
+      this.#out.push({ kind: "publish", tag: m.tag, topic: telemetryTopic(this.#deviceId) + m.bag, payload: m.payload, qos: 1 });
     }
   }
 
@@ -423,7 +423,9 @@ export class HubSession {
 
   #finish(outcome: HubOutcome, state: HubStatus["state"]): void {
     this.#close();
-    this.#phase = "ended";
+    this.#phase = "idle";
+    this.#stable = false;
+    this.#connectDeadline = this.#retryAt = this.#renewAt = this.#stableAt = undefined;
     // The timer ends before the outcome, so that `done` is the last command.
     if (this.#timerAt !== undefined) this.#out.push({ kind: "clear-timer" });
     this.#timerAt = undefined;

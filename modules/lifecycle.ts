@@ -1,9 +1,9 @@
 /**
  * The device's whole life as one sans-I/O machine: read the cache, go straight to the cached hub
  * or provision with DPS, write the cache, hold the hub session, and on every failure decide what
- * comes next. It owns the registration machine (registration.ts) and the hub session
- * (hub-session.ts) while each is running, passes their commands through with the id of the one
- * MQTT link, and turns their outcomes into the next step:
+ * comes next. It owns the registration machine (registration.ts) while it runs and the hub session
+ * (hub-session.ts, with the outgoing queue) for good, passes their commands through with the id
+ * of the one MQTT link, and turns their outcomes into the next step:
  *
  *   hub refused (CONNACK 4, 5)      invalidate the cache, register again: at once the first time,
  *                                   then after long-tail waits (minutes, then up to an hour)
@@ -133,12 +133,6 @@ export interface LifecycleDeps {
 
 export type LifecyclePhase = "idle" | "loading" | "provisioning" | "saving" | "invalidating" | "hub" | "waiting" | "failed" | "stopped";
 
-interface Backlog {
-  readonly id: number;
-  readonly body: Uint8Array;
-  readonly properties?: MessageProperties;
-}
-
 /**
  * The device key: the individual key, or the one derived from the group key.
  * @throws UsageError INVALID_ARGUMENT unless exactly one is given; MALFORMED_BASE64.
@@ -156,12 +150,15 @@ export class LifecycleMachine {
   #deps: LifecycleDeps;
   #key: string;
   #hasCache: boolean;
+  #hasLookup: boolean;
   #out: LifecycleCommand[] = [];
   #now = 0;
   #phase: LifecyclePhase = "idle";
   #state: RuntimeState = "idle";
   #dps: RegistrationMachine | undefined;
-  #hub: HubSession | undefined;
+  /** The one hub session (and queue); `#hubRun` while a run of it is on. */
+  #hub: HubSession;
+  #hubRun = false;
   /** The open MQTT link (0: none) and the last id given out. */
   #link = 0;
   #links = 0;
@@ -185,25 +182,39 @@ export class LifecycleMachine {
   #askedDps = false;
   #keepCache = false;
   #pipeline: boolean;
-  #backlog: Backlog[] = [];
-  #tags = new Map<number, number>();
-  #nextId = 1;
 
   /**
-   * @param hasCache whether the driver has a cache to load and save (a flash port).
+   * @param has whether the driver has a cache to load and save (a flash port), and an HTTPS port
+   *   for the registration status lookup.
    * @throws UsageError for a configuration that could never work (checked before any I/O).
    */
-  constructor(config: RuntimeConfig, deps: LifecycleDeps, hasCache: boolean) {
+  constructor(config: RuntimeConfig, deps: LifecycleDeps, has: { readonly cache: boolean; readonly lookup: boolean }) {
     if (!config || typeof config !== "object") throw new UsageError("INVALID_ARGUMENT", "the runtime needs a configuration object");
     this.#config = config;
     this.#deps = deps;
-    this.#hasCache = hasCache;
+    this.#hasCache = has.cache;
+    this.#hasLookup = has.lookup;
     this.#key = deviceKeyOf(config, deps.crypto);
     this.policy = retryPolicy(config.retryPolicy ?? {});
     this.#pipeline = config.pipeline ?? true;
     // Both machines check their side of the configuration now.
     this.#newDps();
-    this.#newHub({ assignedHub: "check.azure-devices.net", deviceId: config.registrationId, source: "dps" });
+    const h = config.hub;
+    this.#hub = new HubSession(
+      {
+        symmetricKey: this.#key,
+        port: h?.port,
+        tokenLifetimeSeconds: config.tokenLifetimeSeconds,
+        keepAliveSeconds: h?.keepAliveSeconds,
+        maxQueue: h?.maxQueue,
+        maxInFlight: h?.maxInFlight,
+        maxMessageBytes: h?.maxMessageBytes,
+        modelId: config.modelId,
+        userAgent: config.userAgent,
+        policy: this.policy,
+      },
+      deps,
+    );
   }
 
   get phase(): LifecyclePhase {
@@ -235,21 +246,10 @@ export class LifecycleMachine {
       props = { ...json.properties, ...properties };
     }
     this.#begin(now);
-    const id = this.#nextId++;
-    const hub = this.#hub;
-    if (hub) {
-      const sent = hub.send(body, props, now);
-      this.#tags.set(sent.tag, id);
-      this.#doHub(hub, sent.commands);
-    } else {
-      const h = this.#config.hub;
-      const limit = h?.maxQueue ?? 16;
-      const most = h?.maxMessageBytes ?? 16 * 1024;
-      if (this.#backlog.length >= limit) throw new UsageError("QUEUE_FULL", `the outgoing queue is full: ${limit} messages wait for the hub connection; wait for "sent" events, or raise hub.maxQueue`);
-      if (body.length > most) throw new UsageError("OVERSIZE", `the message is ${body.length} bytes; at most ${most} (hub.maxMessageBytes)`);
-      this.#backlog.push({ id, body, properties: props });
-    }
-    return { id, commands: this.#end() };
+    // Queued on the hub session, run or no run: its tag is the message's id.
+    const sent = this.#hub.send(body, props, now);
+    this.#doHub(sent.commands);
+    return { id: sent.tag, commands: this.#end() };
   }
 
   /**
@@ -398,7 +398,7 @@ export class LifecycleMachine {
         symmetricKey: this.#key,
         host,
         port: c.dpsPort,
-        lookup: c.statusLookup === false ? undefined : { host, port: c.lookupPort ?? 443 },
+        lookup: this.#hasLookup && c.statusLookup !== false ? { host, port: c.lookupPort ?? 443 } : undefined,
         payload: c.payload,
         tokenLifetimeSeconds: c.tokenLifetimeSeconds,
         resourceForm: c.resourceForm,
@@ -468,51 +468,18 @@ export class LifecycleMachine {
 
   // ---- the hub
 
-  #newHub(a: Assignment): HubSession {
-    const c = this.#config;
-    const h = c.hub;
-    return new HubSession(
-      {
-        hubHost: a.assignedHub,
-        deviceId: a.deviceId,
-        symmetricKey: this.#key,
-        port: h?.port,
-        tokenLifetimeSeconds: c.tokenLifetimeSeconds,
-        keepAliveSeconds: h?.keepAliveSeconds,
-        maxQueue: h?.maxQueue,
-        maxInFlight: h?.maxInFlight,
-        maxMessageBytes: h?.maxMessageBytes,
-        modelId: c.modelId,
-        userAgent: c.userAgent,
-        policy: this.policy,
-        windowMs: this.#longTail ? 0 : undefined,
-      },
-      this.#deps,
-    );
-  }
-
+  /** A run of the hub session to the assignment in use; what is queued goes out, oldest first. */
   #startHub(): void {
-    const hub = this.#newHub(this.#assignment!);
-    this.#hub = hub;
+    const a = this.#assignment!;
+    this.#hubRun = true;
     this.#phase = "hub";
     this.#setState("connecting");
-    this.#tags.clear();
-    this.#doHub(hub, hub.handle({ kind: "start" }, this.#now));
-    // Messages queued while there was no hub session go out now, oldest first.
-    const backlog = this.#backlog;
-    this.#backlog = [];
-    for (let i = 0; i < backlog.length && this.#hub === hub; i++) {
-      const m = backlog[i];
-      const sent = hub.send(m.body, m.properties, this.#now);
-      this.#tags.set(sent.tag, m.id);
-      this.#doHub(hub, sent.commands);
-    }
+    this.#doHub(this.#hub.handle({ kind: "start", hubHost: a.assignedHub, deviceId: a.deviceId, windowMs: this.#longTail ? 0 : undefined }, this.#now));
   }
 
-  #onHubDone(hub: HubSession, outcome: Extract<HubCommand, { kind: "done" }>["outcome"]): void {
-    this.#hub = undefined;
+  #onHubDone(outcome: Extract<HubCommand, { kind: "done" }>["outcome"]): void {
+    this.#hubRun = false;
     this.#subAt = undefined;
-    this.#keepPending(hub);
     const a = this.#assignment!;
     if (outcome.kind === "refused") {
       this.#refusals++;
@@ -534,18 +501,6 @@ export class LifecycleMachine {
       return this.#provision(true);
     }
     if (outcome.kind === "failed") this.#final(outcome.error);
-  }
-
-  /** Moves what a hub session still holds (unacknowledged first) to the front of the backlog. */
-  #keepPending(hub: HubSession): void {
-    const kept: Backlog[] = [];
-    const pending = hub.pending();
-    for (let i = 0; i < pending.length; i++) {
-      const id = this.#tags.get(pending[i].tag);
-      if (id !== undefined) kept.push({ id, body: pending[i].payload, properties: pending[i].properties });
-    }
-    this.#tags.clear();
-    this.#backlog = kept.concat(this.#backlog);
   }
 
   /** The hub session has proved itself: every count of this episode starts again. */
@@ -590,7 +545,6 @@ export class LifecycleMachine {
   #stop(): void {
     this.#endMachines();
     this.#waitAt = undefined;
-    this.#backlog = [];
     this.#phase = "stopped";
     this.#setState("stopped");
   }
@@ -598,11 +552,10 @@ export class LifecycleMachine {
   /** Ends the running machine, performing its closing commands but not acting on its outcome. */
   #endMachines(): void {
     const dps = this.#dps;
-    const hub = this.#hub;
+    const run = this.#hubRun;
     this.#dps = undefined;
-    this.#hub = undefined;
-    const commands: (RegistrationCommand | HubCommand)[] = dps ? dps.handle({ kind: "stop" }, this.#now) : hub ? hub.handle({ kind: "stop" }, this.#now) : [];
-    if (hub) this.#keepPending(hub);
+    this.#hubRun = false;
+    const commands: (RegistrationCommand | HubCommand)[] = dps ? dps.handle({ kind: "stop" }, this.#now) : run ? this.#hub.handle({ kind: "stop" }, this.#now) : [];
     for (let i = 0; i < commands.length; i++) {
       const c = commands[i];
       if (c.kind === "close") this.#close();
@@ -616,7 +569,7 @@ export class LifecycleMachine {
 
   #feed(event: RegistrationEvent | HubEvent): void {
     if (this.#dps) this.#doDps(this.#dps, this.#dps.handle(event as RegistrationEvent, this.#now));
-    else if (this.#hub && event.kind !== "suback") this.#doHub(this.#hub, this.#hub.handle(event as HubEvent, this.#now));
+    else if (this.#hubRun && event.kind !== "suback") this.#doHub(this.#hub.handle(event as HubEvent, this.#now));
   }
 
   #close(): void {
@@ -661,10 +614,11 @@ export class LifecycleMachine {
     }
   }
 
-  #doHub(hub: HubSession, commands: HubCommand[]): void {
+  #doHub(commands: HubCommand[]): void {
     for (let i = 0; i < commands.length; i++) {
       const c = commands[i];
-      if (this.#hub !== hub || this.#common(c)) continue;
+      // Commands of a run are the link's; reports of sent and dropped messages come any time.
+      if ((this.#hubRun && this.#common(c)) || c.kind === "connect" || c.kind === "close" || c.kind === "subscribe" || c.kind === "publish") continue;
       switch (c.kind) {
         case "status":
           this.#report({ source: "hub", status: c.status, hub: this.#assignment?.assignedHub ?? "" });
@@ -672,21 +626,19 @@ export class LifecycleMachine {
           else if (this.#state === "connected" && c.status.state !== "stopped") this.#setState("connecting");
           break;
         case "sent":
-        case "dropped": {
-          const id = this.#tags.get(c.tag);
-          this.#tags.delete(c.tag);
-          if (id === undefined) break;
-          this.#report(c.kind === "sent" ? { source: "telemetry", state: "sent", id } : { source: "telemetry", state: "dropped", id, reason: c.reason });
+          this.#report({ source: "telemetry", state: "sent", id: c.tag });
           break;
-        }
+        case "dropped":
+          this.#report({ source: "telemetry", state: "dropped", id: c.tag, reason: c.reason });
+          break;
         case "received":
           this.#report({ source: "message", topic: c.topic, payload: c.payload });
           break;
         case "done":
-          this.#onHubDone(hub, c.outcome);
+          this.#onHubDone(c.outcome);
           break;
       }
     }
-    if (this.#hub === hub && hub.stable && (this.#longTail || this.#refusals > 0 || this.#pendingSave)) this.#settled();
+    if (this.#hubRun && this.#hub.stable && (this.#longTail || this.#refusals > 0 || this.#pendingSave)) this.#settled();
   }
 }

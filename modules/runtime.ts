@@ -80,7 +80,7 @@ export class DeviceRuntime {
     }
     this.#ports = ports;
     this.#listener = listener;
-    this.#machine = new LifecycleMachine(config, { crypto: ports.crypto, random: ports.random }, ports.flash !== undefined);
+    this.#machine = new LifecycleMachine(config, { crypto: ports.crypto, random: ports.random }, { cache: ports.flash !== undefined, lookup: ports.https !== undefined });
     if (ports.flash) {
       this.#cache = new CredentialCache({
         flash: ports.flash,
@@ -291,24 +291,19 @@ export class DeviceRuntime {
     this.#timer = undefined;
   }
 
+  /** The machine asks for a lookup only when there is an HttpsPort (see the constructor). */
   #startLookup(request: Parameters<HttpsPort["request"]>[0]): void {
-    const https = this.#ports.https;
     const serial = ++this.#lookup;
-    if (!https) return this.#feed({ kind: "lookup-failed", fault: { kind: "refused", message: "this host has no HTTPS port for the status lookup" } });
-    this.#abortLookup = https.request(
+    const settle = (event: LifecycleEvent) => {
+      if (serial !== this.#lookup) return;
+      this.#lookup++;
+      this.#abortLookup = undefined;
+      this.#feed(event);
+    };
+    this.#abortLookup = this.#ports.https!.request(
       request,
-      (response) => {
-        if (serial !== this.#lookup) return;
-        this.#lookup++;
-        this.#abortLookup = undefined;
-        this.#feed({ kind: "lookup-response", response });
-      },
-      (fault) => {
-        if (serial !== this.#lookup) return;
-        this.#lookup++;
-        this.#abortLookup = undefined;
-        this.#feed({ kind: "lookup-failed", fault });
-      },
+      (response) => settle({ kind: "lookup-response", response }),
+      (fault) => settle({ kind: "lookup-failed", fault }),
     );
   }
 
@@ -329,33 +324,28 @@ export class DeviceRuntime {
   }
 }
 
+/** What each status field is called in a log line, in the order it is written. */
+const FIELDS = ["attempt", "attempt", "httpStatus", "status", "errorCode", "code", "connack", "connack", "fault", "fault", "trackingId", "tracking", "delayMs", "next in", "assignedHub", "hub"];
+
 /** One line for logs and consoles; never carries a key or token. */
 export function describeEvent(e: RuntimeEvent): string {
-  switch (e.source) {
-    case "runtime":
-      return `runtime ${e.state}${e.error ? `: ${e.error.code} ${e.error.message}` : ""}`;
-    case "cache":
-      return `cache ${e.state}${e.detail ? `: ${e.detail}` : ""}${e.rejected && e.rejected.length ? ` (rejected ${e.rejected.join("; ")})` : ""}`;
-    case "dps":
-    case "hub": {
-      const s = e.status as unknown as Record<string, unknown>;
-      let line = e.source === "dps" ? `dps ${s.state}` : `hub ${e.hub} ${s.state}`;
-      const fields = ["attempt", "httpStatus", "errorCode", "connack", "fault", "trackingId", "delayMs", "assignedHub"];
-      const names = ["attempt", "status", "code", "connack", "fault", "tracking", "next in", "hub"];
-      for (let i = 0; i < fields.length; i++) {
-        const v = s[fields[i]];
-        if (v !== undefined && v !== 0) line += ` ${names[i]} ${v}${fields[i] === "delayMs" ? " ms" : fields[i] === "assignedHub" ? ` device ${s.deviceId}` : ""}`;
-      }
-      if (s.message !== undefined && (e.source === "hub" || s.state === "failed" || s.state === "retrying" || s.state === "fallback")) line += ` — ${s.message}`;
-      return line;
+  if (e.source === "dps" || e.source === "hub") {
+    const s = e.status as unknown as Record<string, unknown>;
+    let line = e.source === "dps" ? `dps ${s.state}` : `hub ${e.hub} ${s.state}`;
+    for (let i = 0; i < FIELDS.length; i += 2) {
+      const v = s[FIELDS[i]];
+      if (v !== undefined && v !== 0) line += ` ${FIELDS[i + 1]} ${v}${i === 12 ? " ms" : i === 14 ? ` device ${s.deviceId}` : ""}`;
     }
-    case "assignment":
-      return `assigned to ${e.assignment.assignedHub} as ${e.assignment.deviceId} (from ${e.assignment.source}${e.assignment.substatus ? `, ${e.assignment.substatus}` : ""})`;
-    case "telemetry":
-      return `telemetry ${e.id} ${e.state === "sent" ? "acknowledged" : `dropped: ${e.reason}`}`;
-    case "message":
-      return `message on ${e.topic}`;
+    return s.message !== undefined && (e.source === "hub" || s.state === "failed" || s.state === "retrying" || s.state === "fallback") ? `${line} — ${s.message}` : line;
   }
+  if (e.source === "assignment") {
+    const a = e.assignment;
+    return `assigned to ${a.assignedHub} as ${a.deviceId} (from ${a.source}${a.substatus ? `, ${a.substatus}` : ""})`;
+  }
+  if (e.source === "runtime") return `runtime ${e.state}${e.error ? `: ${e.error.code} ${e.error.message}` : ""}`;
+  if (e.source === "cache") return `cache ${e.state}${e.detail ? `: ${e.detail}` : ""}${e.rejected && e.rejected.length ? ` (rejected ${e.rejected.join("; ")})` : ""}`;
+  if (e.source === "telemetry") return `telemetry ${e.id} ${e.state === "sent" ? "acknowledged" : `dropped: ${e.reason}`}`;
+  return `message on ${e.topic}`;
 }
 
 function describeError(error: unknown): string {

@@ -154,7 +154,7 @@ export function runWorld(o: WorldOptions): WorldResult {
     return undefined;
   };
 
-  const boot = () => new LifecycleMachine({ ...worldConfig, ...o.config }, { crypto: o.crypto, random: () => draws[draw++ % draws.length] }, true);
+  const boot = () => new LifecycleMachine({ ...worldConfig, ...o.config }, { crypto: o.crypto, random: () => draws[draw++ % draws.length] }, { cache: true, lookup: true });
   let machine = boot();
 
   const feed = (event: LifecycleEvent): void => {

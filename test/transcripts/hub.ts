@@ -11,11 +11,15 @@ import { T0 } from "../support/transcript.js";
 export type HubStep =
   | { readonly timer: true }
   | { readonly after?: number; readonly event: HubEvent }
-  | { readonly after?: number; readonly send: string; readonly properties?: Record<string, string> };
+  | { readonly after?: number; readonly send: string; readonly properties?: Record<string, string> }
+  /** Another run, after the last one's outcome. */
+  | { readonly after?: number; readonly run: { readonly hubHost: string; readonly deviceId: string } };
 
 export interface HubTranscript {
   readonly name: string;
   readonly config?: Partial<HubSessionConfig>;
+  /** The run's hub and device (default hub-1.azure-devices.net, dev-001) and window. */
+  readonly start?: { readonly hubHost?: string; readonly deviceId?: string; readonly windowMs?: number };
   readonly policy?: RetryPolicyOverrides;
   readonly steps: readonly HubStep[];
   readonly expectInOrder: readonly string[];
@@ -23,7 +27,7 @@ export interface HubTranscript {
   readonly last: string;
 }
 
-export const hubConfig: HubSessionConfig = { hubHost: "hub-1.azure-devices.net", deviceId: "dev-001", symmetricKey: "cGFzc3dvcmQ=" };
+export const hubConfig: HubSessionConfig = { symmetricKey: "cGFzc3dvcmQ=" };
 
 export function runHubTranscript(t: HubTranscript): string[] {
   const log: string[] = [];
@@ -38,7 +42,7 @@ export function runHubTranscript(t: HubTranscript): string[] {
   };
   try {
     const session = new HubSession({ ...hubConfig, ...t.config, policy: retryPolicy(t.policy) }, { crypto: portableCrypto, random: () => 0.5 });
-    apply(session.handle({ kind: "start" }, now));
+    apply(session.handle({ kind: "start", hubHost: "hub-1.azure-devices.net", deviceId: "dev-001", ...t.start }, now));
     for (const step of t.steps) {
       if ("timer" in step) {
         if (deadline === undefined) throw new Error("no timer set");
@@ -46,6 +50,10 @@ export function runHubTranscript(t: HubTranscript): string[] {
         deadline = undefined;
         log.push(`> timer +${now - T0}`);
         apply(session.handle({ kind: "timer" }, now));
+      } else if ("run" in step) {
+        now += step.after ?? 0;
+        log.push(`> start ${step.run.hubHost} ${step.run.deviceId}`);
+        apply(session.handle({ kind: "start", ...step.run }, now));
       } else if ("send" in step) {
         now += step.after ?? 0;
         log.push(`> send ${step.send}`);
@@ -79,7 +87,7 @@ function describeHub(c: HubCommand, now: number): string {
       return line;
     }
     case "done":
-      return `done ${c.outcome.kind}` + (c.outcome.kind === "stopped" ? ` dropped=${c.outcome.dropped}` : c.outcome.kind === "failed" ? ` ${c.outcome.error.code}` : ` ${c.outcome.reason.code} connack=${c.outcome.reason.connack ?? "-"}`);
+      return `done ${c.outcome.kind}` + (c.outcome.kind === "stopped" ? ` queued=${c.outcome.queued}` : c.outcome.kind === "failed" ? ` ${c.outcome.error.code}` : ` ${c.outcome.reason.code} connack=${c.outcome.reason.connack ?? "-"}`);
     case "set-timer":
       return `set-timer ${c.delayMs}`;
     case "sent":
@@ -265,10 +273,23 @@ export const hubTranscripts: HubTranscript[] = [
     last: "set-timer 30000",
   },
   {
-    name: "stop drops what is queued and says how much",
+    name: "one queue across runs: a message sent after a refusal keeps its tag and goes out in the next run, on that run's device id",
+    steps: [{ event: { kind: "connack", returnCode: 5 } }, { send: "waiting" }, { run: { hubHost: "hub-2.azure-devices.net", deviceId: "dev:2" } }, connack0],
+    expectInOrder: ["done refused", "> send waiting", "tag 1", "> start hub-2.azure-devices.net dev:2", "connect hub-2.azure-devices.net:8883 client=dev:2 user=hub-2.azure-devices.net/dev:2/", "status connected", "publish tag=1 devices/dev:2/messages/events/ waiting"],
+    last: "publish tag=1",
+  },
+  {
+    name: "a run to a hub the session cannot use is refused before anything is sent",
+    start: { hubHost: "hub-1.azure-devices.net:8883" },
+    steps: [],
+    expectInOrder: ["error INVALID_ARGUMENT the assigned hub"],
+    last: "error INVALID_ARGUMENT",
+  },
+  {
+    name: "stop ends the run and says how much is still queued (kept for the next run)",
     steps: [{ send: "a" }, { send: "b" }, { event: { kind: "stop" } }],
-    expectInOrder: ["close", "clear-timer", "status stopped", "done stopped dropped=2"],
-    last: "done stopped dropped=2",
+    expectInOrder: ["close", "clear-timer", "status stopped", "done stopped queued=2"],
+    last: "done stopped queued=2",
   },
   {
     name: "an oversize message is refused before it is queued",
