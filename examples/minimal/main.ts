@@ -57,7 +57,7 @@ const device = new DeviceRuntime(
     log: traceLog((line) => trace(line), "info"),
   },
   (event) => {
-    if (event.source === "telemetry") trace(`minimal: message ${event.id} acknowledged\n`);
+    if (event.source === "telemetry") trace(`minimal: message ${event.id} ${event.state === "sent" ? "acknowledged" : `dropped: ${event.reason}`}\n`);
   },
 );
 

@@ -171,7 +171,7 @@ async function main(): Promise<number> {
             tick();
             timer = setInterval(tick, interval);
           }
-          if (e.source === "telemetry" && ++acked === messages) finish(0, `${acked} message(s) acknowledged`);
+          if (e.source === "telemetry" && e.state === "sent" && ++acked === messages) finish(0, `${acked} message(s) acknowledged`);
           if (e.source === "runtime" && e.state === "failed") finish(1, "failed");
         },
       });

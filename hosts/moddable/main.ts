@@ -118,7 +118,7 @@ function start(settings: Settings): void {
         };
         next();
       }
-      if (event.source === "telemetry" && ++acknowledged === host.messages) {
+      if (event.source === "telemetry" && event.state === "sent" && ++acknowledged === host.messages) {
         say(`dps: done: ${acknowledged} message(s) acknowledged by ${device.assignment?.assignedHub}`);
         // Measured outside the runtime's callback, once its work for this event is over.
         Timer.set(() => {
