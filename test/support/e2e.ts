@@ -8,7 +8,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { FlashPort } from "../../modules/flash.js";
 import type { DeviceRuntime, RuntimeConfig, RuntimeEvent } from "../../modules/runtime.js";
-import { createDesktopDevice, emulatorTransport, type DesktopTransport } from "../../hosts/desktop/device.js";
+import { createDesktopDevice, DESKTOP_FLASH_GEOMETRY, emulatorTransport, type DesktopTransport } from "../../hosts/desktop/device.js";
+import { NorFlashFile } from "../../hosts/desktop/nor-flash-file.js";
+import { nodeCrypto, secureRandom } from "../../hosts/desktop/platform.js";
+import { CredentialCache, type CacheLoadResult } from "../../modules/credential-cache.js";
 import { startEmulator, type Emulator, type EmulatorConfig } from "../../simulator/index.js";
 import { projectRoot } from "./xs.js";
 
@@ -117,4 +120,31 @@ export class TestDevice {
   describe(): string {
     return this.events.map((e) => JSON.stringify(e, (_k, v) => (v instanceof Uint8Array ? `<${v.length} bytes>` : v))).join("\n");
   }
+}
+
+/** The newest valid cache record on a flash file, read through its own handle (the device may hold the file open). */
+export function readCachedRecord(path: string, deviceKey: string, registrationId: string): CacheLoadResult {
+  const flash = new NorFlashFile({ path, ...DESKTOP_FLASH_GEOMETRY });
+  const cache = new CredentialCache({ flash, random: secureRandom, deviceKey, registrationId, crypto: nodeCrypto });
+  try {
+    return cache.load();
+  } finally {
+    cache.close();
+    flash.close();
+  }
+}
+
+/** How many of a device's events match. */
+export function countEvents(device: TestDevice, predicate: (e: RuntimeEvent) => boolean): number {
+  return device.events.filter(predicate).length;
+}
+
+/** The device's `backing-off` events (the long-tail waits it has entered). */
+export function backoffs(device: TestDevice): Extract<RuntimeEvent, { source: "runtime" }>[] {
+  return device.events.filter((e): e is Extract<RuntimeEvent, { source: "runtime" }> => e.source === "runtime" && e.state === "backing-off");
+}
+
+/** The DPS registrations the device sent (its `registering` statuses). */
+export function registrationsSent(device: TestDevice): number {
+  return device.dps().filter((s) => s.state === "registering").length;
 }
