@@ -18,7 +18,7 @@ export const DPS_GLOBAL_ENDPOINT = "global.azure-devices-provisioning.net";
 export const DPS_MQTT_PORT = 8883;
 export const SUBSCRIBE_TOPIC = "$dps/registrations/res/#";
 const RESPONSE_PREFIX = "$dps/registrations/res/";
-/** The service's own limit for a message (PROTOCOL.md). Bigger answers are refused unread. */
+/** The service's own limit for a message (docs/PROTOCOL.md). Bigger answers are refused unread. */
 export const MAX_MESSAGE_BYTES = 96 * 1024;
 /** Longest `$rid` or operationId echoed back that this parser accepts. */
 const MAX_ID_LENGTH = 256;
@@ -104,7 +104,7 @@ export interface LookupRequestOptions {
 }
 
 /**
- * The registration status lookup (PROTOCOL.md):
+ * The registration status lookup (docs/PROTOCOL.md):
  *   POST https://{host}/{idScope}/registrations/{registrationId}?api-version=2021-10-01
  *   Authorization: SharedAccessSignature sr=...   body {"registrationId":"dev-001"}
  */

@@ -79,6 +79,11 @@ export function excerpt(text: string, max = 60): string {
   return text.length > max ? out + "…" : out;
 }
 
+/** `text` without the periods and spaces it ends with, so that a sentence can follow it. */
+export function clause(text: string): string {
+  return text.replace(/[.\s]+$/, "");
+}
+
 /** Copies the fields of `from` that are defined into `to` (status records carry no undefined). */
 export function copyDefined(to: Record<string, unknown>, from: object): void {
   const keys = Object.keys(from);

@@ -22,7 +22,7 @@
 import type { CachedAssignment, CachedAssignmentInput } from "./credential-cache.js";
 import type { CryptoPort } from "./crypto.js";
 import { DPS_GLOBAL_ENDPOINT, type RegistrationState } from "./dps-protocol.js";
-import { UsageError, type ErrorCode } from "./errors.js";
+import { clause, UsageError, type ErrorCode } from "./errors.js";
 import { utf8Encode } from "./encoding.js";
 import { assignmentProblem, type MessageProperties } from "./hub-protocol.js";
 import { HubSession, jsonMessage, type HubCommand, type HubEvent, type HubStatus } from "./hub-session.js";
@@ -523,7 +523,7 @@ export class LifecycleMachine {
     const delayMs = retryDelayMs(this.policy, this.#waits, this.#deps.random(), undefined, this.policy.longTail);
     this.#phase = "waiting";
     this.#waitAt = this.#now + delayMs;
-    this.#setState("backing-off", { code: error.code, message: `${error.message}; trying again in ${Math.round(delayMs / 60_000)} min` }, delayMs);
+    this.#setState("backing-off", { code: error.code, message: `${clause(error.message)}; trying again in ${Math.round(delayMs / 60_000)} min` }, delayMs);
     if (invalidate && this.#cached) this.#out.push({ kind: "cache-invalidate" });
   }
 

@@ -12,7 +12,7 @@
  * retry counts against a budget, so no path loops forever without saying so.
  */
 import type { CryptoPort } from "./crypto.js";
-import { copyDefined, DpsError, excerpt, PeerError, UsageError, type ErrorCode } from "./errors.js";
+import { clause, copyDefined, DpsError, excerpt, PeerError, UsageError, type ErrorCode } from "./errors.js";
 import { base64Decode } from "./encoding.js";
 import {
   DPS_MQTT_PORT,
@@ -500,7 +500,7 @@ function onErrorAnswer(c: Context, response: DpsResponse): void {
   const error: ErrorBody = response.error ?? {};
   const diagnostics: FailureDiagnostics = {
     code: "DPS_ERROR",
-    message: `DPS answered ${response.status}${error.errorCode ? ` (${error.errorCode})` : ""}: ${excerpt(error.message ?? "no message", 200)}`,
+    message: `DPS answered ${response.status}${error.errorCode ? ` (${error.errorCode})` : ""}: ${clause(excerpt(error.message ?? "no message", 200))}`,
     httpStatus: response.status,
     errorCode: error.errorCode,
     trackingId: error.trackingId,
@@ -602,7 +602,7 @@ function onLookupResponse(c: Context, event: RegistrationEvent): void {
     actionForStatus(c.policy, result.status),
     {
       code: "DPS_ERROR",
-      message: `the status lookup answered ${result.status}${error.errorCode ? ` (${error.errorCode})` : ""}: ${excerpt(error.message ?? "no message", 200)}`,
+      message: `the status lookup answered ${result.status}${error.errorCode ? ` (${error.errorCode})` : ""}: ${clause(excerpt(error.message ?? "no message", 200))}`,
       httpStatus: result.status,
       errorCode: error.errorCode,
       trackingId: error.trackingId,
@@ -636,7 +636,7 @@ function applyAction(
     return fail(c, {
       ...diagnostics,
       message:
-        diagnostics.message +
+        clause(diagnostics.message) +
         (diagnostics.httpStatus !== undefined
           ? ". Retrying the same request cannot help: check the request, the enrollment and the ID scope" + (diagnostics.trackingId ? ` (give support tracking id ${diagnostics.trackingId})` : "")
           : ""),
@@ -649,7 +649,7 @@ function applyAction(
       return fail(c, {
         ...diagnostics,
         code: "AUTHENTICATION_FAILED",
-        message: `${diagnostics.message}. Refused with ${most + 1} fresh token(s): check the symmetric key (a group enrollment needs the derived device key), the registration id, the ID scope, the enrollment and the device clock`,
+        message: `${clause(diagnostics.message)}. Refused with ${most + 1} fresh token(s): check the symmetric key (a group enrollment needs the derived device key), the registration id, the ID scope, the enrollment and the device clock`,
       }, true);
     }
     closeConnection(c);

@@ -14,7 +14,7 @@ import { hubTokenResource } from "./hub-protocol.js";
 /** 2020-01-01T00:00:00Z: a clock earlier than this has not been set (no NTP yet). */
 export const EARLIEST_PLAUSIBLE_TIME_MS = 1_577_836_800_000;
 
-/** How `sr` is written in a DPS token (both are accepted by the service, PROTOCOL.md). */
+/** How `sr` is written in a DPS token (both are accepted by the service, docs/PROTOCOL.md). */
 export type ResourceForm =
   /** `0neFEEDC0DE/registrations/dev1`, with `skn=registration` (the Node SDK's form). */
   | "raw"

@@ -1,4 +1,4 @@
-/** SAS tokens and group key derivation: PROTOCOL.md's vectors, both DPS forms, the hub form, the clock. */
+/** SAS tokens and group key derivation: docs/PROTOCOL.md's vectors, both DPS forms, the hub form, the clock. */
 import test from "ava";
 import { createHmac } from "node:crypto";
 import type { CryptoPort } from "../modules/crypto.js";
@@ -12,13 +12,13 @@ const nodeCrypto: CryptoPort = {
 };
 
 for (const [name, crypto] of [["portable", portableCrypto], ["node:crypto", nodeCrypto]] as const) {
-  test(`sas (${name}): signature over the URL-encoded resource matches PROTOCOL.md`, (t) => {
+  test(`sas (${name}): signature over the URL-encoded resource matches docs/PROTOCOL.md`, (t) => {
     t.is(sasSignature(crypto, v.key, `${v.idScope}%2fregistrations%2f${v.registrationId}\n${v.expiry}`), v.signatureEncodedResource);
   });
-  test(`sas (${name}): signature over the raw resource matches PROTOCOL.md`, (t) => {
+  test(`sas (${name}): signature over the raw resource matches docs/PROTOCOL.md`, (t) => {
     t.is(sasSignature(crypto, v.key, `${v.idScope}/registrations/${v.registrationId}\n${v.expiry}`), v.signatureRawResource);
   });
-  test(`sas (${name}): group-enrollment device key matches PROTOCOL.md`, (t) => {
+  test(`sas (${name}): group-enrollment device key matches docs/PROTOCOL.md`, (t) => {
     t.is(deriveDeviceKey(crypto, v.key, v.registrationId), v.derivedKey);
   });
 }

@@ -1,7 +1,7 @@
 import test from "ava";
 import { checkSasClaims, deriveDeviceKey, parseSasToken, signatureMatches, signSasToken } from "../../simulator/sas.js";
 
-// Vectors from PROTOCOL.md: key "password", scope 0neFEEDC0DE, registration myRegistrationId, se 1578941692.
+// Vectors from docs/PROTOCOL.md: key "password", scope 0neFEEDC0DE, registration myRegistrationId, se 1578941692.
 const KEY = Buffer.from("cGFzc3dvcmQ=", "base64");
 const RESOURCE = "0neFEEDC0DE/registrations/myRegistrationId";
 const NOW = 1578941692 * 1000 - 60_000;

@@ -194,7 +194,7 @@ export function runWorld(o: WorldOptions): WorldResult {
       return true;
     }
     if ("status" in cause) {
-      answer(cause.status, { errorCode: cause.status * 1000 + 1, trackingId: `trk-${cause.status}`, message: `injected ${cause.status}` }, cause.retryAfter);
+      answer(cause.status, { errorCode: cause.status * 1000 + 1, trackingId: `trk-${cause.status}`, message: `Injected ${cause.status}.` }, cause.retryAfter);
       return true;
     }
     return false;

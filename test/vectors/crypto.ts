@@ -83,7 +83,7 @@ export const hmacVectors: HmacVector[] = [
   },
 ];
 
-/** PROTOCOL.md's SAS vectors. */
+/** docs/PROTOCOL.md's SAS vectors. */
 export const sasVectors = {
   key: "cGFzc3dvcmQ=",
   idScope: "0neFEEDC0DE",

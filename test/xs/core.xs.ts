@@ -46,7 +46,7 @@ test("urlEncode matches encodeURIComponent", () => {
   equal(urlEncode(text), encodeURIComponent(text));
 });
 
-test("SAS: PROTOCOL.md vectors (encoded and raw resource, derived key)", () => {
+test("SAS: docs/PROTOCOL.md vectors (encoded and raw resource, derived key)", () => {
   const v = sasVectors;
   equal(sasSignature(portableCrypto, v.key, `${v.idScope}%2fregistrations%2f${v.registrationId}\n${v.expiry}`), v.signatureEncodedResource);
   equal(sasSignature(portableCrypto, v.key, `${v.idScope}/registrations/${v.registrationId}\n${v.expiry}`), v.signatureRawResource);
