@@ -11,32 +11,64 @@
 import { randomBytes } from "node:crypto";
 import { mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { parseArgs } from "node:util";
 import { describeEvent, type RuntimeConfig, type RuntimeEvent } from "../../modules/runtime.js";
 import { startEmulator, type Emulator, type FaultRule } from "../../simulator/index.js";
+import { integer, runCommand, usageError, type OptionValues } from "./args.js";
 import { createDesktopDevice, emulatorTransport, type DesktopTransport } from "./device.js";
-import { formatSummary, runFleet } from "./fleet.js";
+import { formatSummary, runFleet, type FleetProgress } from "./fleet.js";
 import { seededRandom } from "./platform.js";
 
 const DPS_HOST = "global.azure-devices-provisioning.localhost";
+const FAULTS = "a status code (400 401 403 404 405 409 412 415 429 500 503), connack-N or hub-connack-N (N 1 to 5), or drop-register";
 
-const { values } = parseArgs({
+const command = {
+  name: "dps-demo",
+  synopsis: "npm start [-- options]      (after a build: node build/hosts/desktop/demo.js [options])\n" +
+    "the emulator on loopback; a device provisions over TLS, caches its hub, sends telemetry, reboots warm",
   options: {
-    fault: { type: "string" },
-    fleet: { type: "string" },
-    messages: { type: "string", default: "3" },
-    tcp: { type: "boolean", default: false },
-    seed: { type: "string" },
-    quiet: { type: "boolean", default: false },
+    fault: { type: "string", value: "SPEC", help: "inject a fault once (in a fleet: at 20% of the devices):\n400 401 403 404 405 409 412 415 429 500 503 (DPS answers that status to the register),\nconnack-N (DPS refuses CONNECT), hub-connack-N (the hub does; N 1 to 5), drop-register" },
+    fleet: { type: "string", value: "N", help: "run N devices of a group enrollment instead (1 to 100000), with a summary" },
+    messages: { type: "string", value: "N", help: "telemetry messages per device once connected (0 to 10000, default 3)" },
+    tcp: { type: "boolean", help: "plain MQTT instead of TLS" },
+    seed: { type: "string", value: "N", help: "seed of the emulator and of the fleet's jitter (0 to 4294967295)" },
+    quiet: { type: "boolean", help: "only state changes, retries and refusals" },
   },
-});
+  footer: "Exit status: 0 when the demo went as the troubleshooting table says, 1 when not, 2 for a usage error.",
+} as const;
+
+type Values = OptionValues<typeof command.options>;
+
+interface Settings {
+  readonly fault?: string;
+  readonly fleet?: number;
+  readonly messages: number;
+  readonly tcp: boolean;
+  readonly seed?: number;
+  readonly quiet: boolean;
+}
+
+/** Every option checked before anything starts. */
+function settingsOf(values: Values): Settings {
+  if (values.fault !== undefined) faultRule(values.fault, "check");
+  return {
+    fault: values.fault,
+    fleet: integer("fleet", values.fleet, { min: 1, max: 100_000 }),
+    messages: integer("messages", values.messages, { min: 0, max: 10_000 }, 3)!,
+    tcp: values.tcp === true,
+    seed: integer("seed", values.seed, { min: 0, max: 0xffff_ffff }),
+    quiet: values.quiet === true,
+  };
+}
+
+let settings: Settings;
 
 function say(line: string): void {
   process.stdout.write(line + "\n");
 }
 
+/** The fault rule of a --fault spec. @throws CommandLineError for a spec the demo does not know. */
 function faultRule(spec: string, registrationId: string): FaultRule {
-  if (/^[0-9]{3}$/.test(spec)) {
+  if (/^(400|401|403|404|405|409|412|415|429|500|503)$/.test(spec)) {
     const status = Number(spec);
     return { step: "register", registrationId, status, times: 1, ...(status === 429 ? { retryAfter: 2 } : {}) };
   }
@@ -45,7 +77,7 @@ function faultRule(spec: string, registrationId: string): FaultRule {
   const hub = /^hub-connack-([1-5])$/.exec(spec);
   if (hub) return { step: "hub-connect", registrationId, connack: Number(hub[1]), times: 1 };
   if (spec === "drop-register") return { step: "register", registrationId, drop: true, times: 1 };
-  throw new Error(`unknown --fault "${spec}": use a status code (400 401 403 404 405 409 412 415 429 500 503), connack-N, hub-connack-N or drop-register`);
+  usageError(`unknown --fault "${spec}": use ${FAULTS}`);
 }
 
 /** What --quiet still shows: state changes of the runtime, and every retry or refusal with its cause. */
@@ -68,7 +100,7 @@ function makeDevice(config: RuntimeConfig, transport: DesktopTransport, flash: s
     let acked = 0;
     forward = (event) => {
       events.push(event);
-      if (!values.quiet || important(event)) say(`  [${label}] ${describeEvent(event)}`);
+      if (!settings.quiet || important(event)) say(`  [${label}] ${describeEvent(event)}`);
       if (event.source === "runtime" && event.state === "connected" && acked === 0) {
         for (let i = 0; i < messages; i++) device.send({ seq: i + 1, temperature: 20 + i / 2, boot: label });
         if (messages === 0) resolve("delivered");
@@ -80,21 +112,21 @@ function makeDevice(config: RuntimeConfig, transport: DesktopTransport, flash: s
   return { device, done };
 }
 
-async function main(): Promise<number> {
+async function main(values: Values): Promise<number> {
+  settings = settingsOf(values);
   const stateDir = join(process.cwd(), ".cache", "emulator");
   const demoDir = join(process.cwd(), ".cache", "demo");
   mkdirSync(demoDir, { recursive: true });
-  const seed = values.seed ? Number(values.seed) : undefined;
   const emulator: Emulator = await startEmulator({
     stateDir,
-    seed,
+    seed: settings.seed,
     config: { idScope: "0ne0000DE00", hubs: [{ hostName: "hub-1.azure-devices.localhost" }, { hostName: "hub-2.azure-devices.localhost" }], retryAfterSeconds: 1 },
   });
-  const tls = !values.tcp;
+  const tls = !settings.tcp;
   say(`emulator: DPS mqtts://127.0.0.1:${emulator.endpoints.dps.tlsPort} (tcp ${emulator.endpoints.dps.tcpPort}), hub ${emulator.endpoints.hub.tlsPort}, lookup https ${emulator.endpoints.https.port}, admin ${emulator.endpoints.admin.url}; CA ${emulator.caPath}`);
   const transport = emulatorTransport(emulator.endpoints, emulator.caPem, DPS_HOST, tls);
   try {
-    if (values.fleet) return await fleet(emulator, transport, Number(values.fleet));
+    if (settings.fleet !== undefined) return await fleet(emulator, transport, settings.fleet);
     return await single(emulator, transport, demoDir);
   } finally {
     await emulator.stop();
@@ -105,10 +137,10 @@ async function single(emulator: Emulator, transport: DesktopTransport, demoDir: 
   const registrationId = "demo-device-001";
   const key = randomBytes(32).toString("base64");
   emulator.addIndividualEnrollment({ registrationId, primaryKey: key });
-  if (values.fault) emulator.addFault(faultRule(values.fault, registrationId));
+  if (settings.fault) emulator.addFault(faultRule(settings.fault, registrationId));
   const flash = join(demoDir, `${registrationId}.flash`);
   rmSync(flash, { force: true });
-  const messages = Number(values.messages);
+  const messages = settings.messages;
   const config: RuntimeConfig = {
     idScope: emulator.idScope,
     registrationId,
@@ -118,7 +150,7 @@ async function single(emulator: Emulator, transport: DesktopTransport, demoDir: 
     userAgent: "dps-device-runtime-demo/0.1",
   };
 
-  say(`\nboot 1 (cold: empty flash ${flash}${values.fault ? `, fault ${values.fault} injected` : ""})`);
+  say(`\nboot 1 (cold: empty flash ${flash}${settings.fault ? `, fault ${settings.fault} injected` : ""})`);
   const events1: RuntimeEvent[] = [];
   const first = makeDevice(config, transport, flash, "boot 1", events1, messages);
   first.device.start();
@@ -127,7 +159,7 @@ async function single(emulator: Emulator, transport: DesktopTransport, demoDir: 
   const registrationsAfterBoot1 = emulator.counters().registrations;
   if (outcome1 !== "delivered") {
     say(`\nboot 1 ended without a hub connection (${outcome1}); for this fault that is what the troubleshooting table asks.`);
-    return values.fault ? 0 : 1;
+    return settings.fault ? 0 : 1;
   }
   say(`  → the hub received ${emulator.telemetry(first.device.assignment?.deviceId).length} message(s) from ${first.device.assignment?.deviceId}`);
 
@@ -149,19 +181,23 @@ async function single(emulator: Emulator, transport: DesktopTransport, demoDir: 
 async function fleet(emulator: Emulator, transport: DesktopTransport, count: number): Promise<number> {
   const groupKey = randomBytes(32).toString("base64");
   emulator.addGroupEnrollment({ groupId: "demo-fleet", primaryKey: groupKey });
-  const random = seededRandom(values.seed ? Number(values.seed) : 1);
-  if (values.fault) emulator.addFault({ ...faultRule(values.fault, ""), registrationId: undefined, groupId: "demo-fleet", probability: 0.2, times: undefined } as FaultRule);
+  const random = seededRandom(settings.seed ?? 1);
+  if (settings.fault) emulator.addFault({ ...faultRule(settings.fault, ""), registrationId: undefined, groupId: "demo-fleet", probability: 0.2, times: undefined } as FaultRule);
   say(`\nfleet: ${count} devices of group enrollment "demo-fleet" (derived keys, in-memory flash), booting over 2 s`);
+  // On a terminal one line rewritten in place; elsewhere (a pipe, a file, CI) a line every 5 s.
+  const tty = process.stdout.isTTY === true;
+  const line = (p: FleetProgress) => `${(p.elapsedMs / 1000).toFixed(1)} s: ${p.booted} booted, ${p.connected} connected, ${p.done} done, ${p.failed} failed of ${p.total}`;
   const summary = await runFleet({
     count,
     transport,
     random,
     staggerMs: 2000,
-    messages: Number(values.messages),
+    messages: settings.messages,
     configFor: (i) => ({ idScope: emulator.idScope, registrationId: `fleet-${String(i + 1).padStart(5, "0")}`, groupKey, globalEndpoint: DPS_HOST }),
-    onProgress: (p) => process.stdout.write(`\r  ${(p.elapsedMs / 1000).toFixed(1)} s: ${p.booted} booted, ${p.connected} connected, ${p.done} done, ${p.failed} failed of ${p.total}   `),
+    progressMs: tty ? 1000 : 5000,
+    onProgress: (p) => process.stdout.write(tty ? `\r  ${line(p)}\u001b[K` : `  ${line(p)}\n`),
   });
-  say("\n" + formatSummary(summary));
+  say((tty ? "\n" : "") + formatSummary(summary));
   return summary.timedOut.length === 0 ? 0 : 1;
 }
 
@@ -170,10 +206,4 @@ function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T | "timeout">
   return Promise.race([promise, new Promise<"timeout">((resolve) => (timer = setTimeout(() => resolve("timeout"), ms)))]).finally(() => clearTimeout(timer));
 }
 
-main().then(
-  (code) => process.exit(code),
-  (error) => {
-    process.stderr.write(`demo failed: ${error instanceof Error ? error.stack : String(error)}\n`);
-    process.exit(1);
-  },
-);
+runCommand(command, main);

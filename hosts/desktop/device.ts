@@ -22,7 +22,10 @@ export interface DesktopTransportOptions {
   readonly tls?: boolean;
   /** PEM to trust, e.g. the emulator's CA (replaces Node's default roots, as node:tls does). */
   readonly ca?: string;
-  /** Where service host names really go (see loopbackResolver). */
+  /**
+   * Where service host names really go (see serviceResolver, loopbackResolver). Whatever it
+   * answers, a localhost name (`localhost`, `*.localhost`, RFC 6761) is dialled at 127.0.0.1.
+   */
   readonly resolve?: AddressResolver;
 }
 
@@ -31,6 +34,30 @@ export function createTransport(options: DesktopTransportOptions = {}): DesktopT
   return {
     connector: new NodeMqttConnector({ tls: options.tls ?? true, ca: options.ca, resolve: options.resolve }),
     https: new NodeHttpsPort({ ca: options.ca, resolve: options.resolve }),
+  };
+}
+
+export interface ServicePorts {
+  /** The DPS host name the devices are configured with (their `globalEndpoint`). */
+  readonly dpsHost: string;
+  /** Where DPS over MQTT really listens (the devices dial 8883). */
+  readonly dpsPort?: number;
+  /** Where the registration status lookup really listens (the devices dial 443 at dpsHost). */
+  readonly lookupPort?: number;
+  /** Where every hub really listens (the devices dial 8883 at the assigned hub). */
+  readonly hubPort?: number;
+}
+
+/**
+ * A resolver for a DPS (or an emulator started on its own) that listens on other ports than the
+ * service's: host names stay as they are (a localhost name is then dialled at 127.0.0.1), the
+ * ports given replace the ones the devices dial; the TLS name and the MQTT names stay the service's.
+ */
+export function serviceResolver(e: ServicePorts): AddressResolver {
+  const dpsHost = e.dpsHost.toLowerCase();
+  return (host, port) => {
+    if (host.toLowerCase() === dpsHost) return { host, port: port === 443 ? (e.lookupPort ?? port) : (e.dpsPort ?? port) };
+    return { host, port: e.hubPort ?? port };
   };
 }
 

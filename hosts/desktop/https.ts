@@ -1,5 +1,5 @@
 /**
- * The HTTPS port over node:https, for the registration status lookup (PROTOCOL.md): one request,
+ * The HTTPS port over node:https, for the registration status lookup (docs/PROTOCOL.md): one request,
  * one response read whole into a bounded buffer, exactly one callback.
  *
  * Like the MQTT connector, it can send a service host name (`global.azure-devices-provisioning.net`)
@@ -12,14 +12,17 @@ import type { ClientRequest, IncomingMessage } from "node:http";
 import * as tls from "node:tls";
 import { check } from "../../modules/errors.js";
 import type { HttpsPort, HttpsRequest, HttpsResponse, TransportFault } from "../../modules/ports.js";
-import { transportFaultOf, type AddressResolver } from "./mqtt.js";
+import { dialAddress, transportFaultOf, type AddressResolver } from "./mqtt.js";
 
 export interface NodeHttpsPortOptions {
   /** PEM certificate(s) to trust; as with node:tls, replaces Node's default roots. Parsed once. */
   readonly ca?: string | Buffer;
   /** Verify the server certificate and its name. Default true. */
   readonly rejectUnauthorized?: boolean;
-  /** Maps the service address to where the socket really connects (see NodeMqttConnectorOptions). */
+  /**
+   * Maps the service address to where the socket really connects (see NodeMqttConnectorOptions);
+   * a localhost name is then dialled at 127.0.0.1.
+   */
   readonly resolve?: AddressResolver;
   /** For the whole exchange, from the request to the last byte of the body. Default 30000. */
   readonly timeoutMs?: number;
@@ -60,7 +63,7 @@ export class NodeHttpsPort implements HttpsPort {
     check(typeof request.host === "string" && request.host.length > 0, "host must be a non-empty string");
     check(Number.isInteger(request.port) && request.port > 0 && request.port < 65536, "port must be an integer in 1..65535");
     check(typeof request.path === "string" && request.path.startsWith("/"), "path must start with /");
-    const exchange = new Exchange(onResponse, onError, this.#maxResponseBytes);
+    const exchange = new Exchange(onResponse, onError, this.#maxResponseBytes, request.host);
 
     let target = { host: request.host, port: request.port };
     if (this.#resolve) {
@@ -72,6 +75,7 @@ export class NodeHttpsPort implements HttpsPort {
         return exchange.abort;
       }
     }
+    target = { host: dialAddress(target.host), port: target.port };
 
     const headers: Record<string, string> = {};
     for (const name of Object.keys(request.headers)) headers[name.toLowerCase()] = request.headers[name];
@@ -105,6 +109,8 @@ class Exchange {
   readonly #onResponse: (response: HttpsResponse) => void;
   readonly #onError: (fault: TransportFault) => void;
   readonly #maxBytes: number;
+  /** The service's host name (for fault messages). */
+  readonly #host: string;
   #request: ClientRequest | undefined;
   #timer: NodeJS.Timeout | undefined;
   #settled = false;
@@ -112,7 +118,8 @@ class Exchange {
   #chunks: Buffer[] = [];
   #received = 0;
 
-  constructor(onResponse: (response: HttpsResponse) => void, onError: (fault: TransportFault) => void, maxBytes: number) {
+  constructor(onResponse: (response: HttpsResponse) => void, onError: (fault: TransportFault) => void, maxBytes: number, host: string) {
+    this.#host = host;
     this.#onResponse = onResponse;
     this.#onError = onError;
     this.#maxBytes = maxBytes;
@@ -127,7 +134,7 @@ class Exchange {
       });
     });
     // Before the handshake finished, a reset or an unexplained error is the TLS negotiation failing.
-    req.on("error", (error) => this.fail(transportFaultOf(error, !this.#secure)));
+    req.on("error", (error) => this.fail(transportFaultOf(error, !this.#secure, this.#host)));
     req.on("response", (res) => this.#onHead(res));
   }
 
@@ -168,7 +175,7 @@ class Exchange {
       }
       this.#chunks.push(chunk);
     });
-    res.on("error", (error) => this.fail(transportFaultOf(error)));
+    res.on("error", (error) => this.fail(transportFaultOf(error, false, this.#host)));
     res.on("aborted", () => this.fail({ kind: "closed", message: "connection closed before the end of the response body" }));
     res.on("end", () => {
       if (this.#settled) return;

@@ -56,7 +56,8 @@ export interface NodeMqttConnectorOptions {
   /**
    * Maps the service address (`hub-1.azure-devices.localhost`, 8883) to where the socket really
    * connects (`127.0.0.1`, an ephemeral port). The TLS server name, the certificate name check and
-   * everything at the MQTT level keep the service's host name. Default: the identity.
+   * everything at the MQTT level keep the service's host name. Default: the identity. Either way a
+   * localhost name (`localhost`, `*.localhost`) is then dialled at 127.0.0.1 (see isLocalhostName).
    * A resolver that throws ends the session with fault "dns".
    */
   readonly resolve?: AddressResolver;
@@ -90,26 +91,55 @@ const faultKindByCode: Readonly<Record<string, TransportFaultKind>> = {
 
 /**
  * OpenSSL certificate verification results as Node reports them in `error.code`
- * (`UNABLE_TO_VERIFY_LEAF_SIGNATURE`, `SELF_SIGNED_CERT_IN_CHAIN`, `CERT_HAS_EXPIRED`, ...).
+ * (`UNABLE_TO_VERIFY_LEAF_SIGNATURE`, `SELF_SIGNED_CERT_IN_CHAIN`, `CERT_HAS_EXPIRED`, ...), and
+ * Node's own name check (`ERR_TLS_CERT_ALTNAME_INVALID`).
  */
-const certificateCode = /^(UNABLE_TO_|CERT_|DEPTH_ZERO_|SELF_SIGNED_|INVALID_CA|PATH_LENGTH_|HOSTNAME_MISMATCH|ERR_TLS_|ERR_SSL_)/;
+const verificationCode = /^(UNABLE_TO_|CERT_|DEPTH_ZERO_|SELF_SIGNED_|INVALID_CA|INVALID_PURPOSE|PATH_LENGTH_|HOSTNAME_MISMATCH|ERR_TLS_CERT_ALTNAME_INVALID)/;
+
+/** Other TLS failures by code: the handshake itself (a plain server, no common cipher or version). */
+const tlsCode = /^(ERR_TLS_|ERR_SSL_)/;
+
+/** The start of every certificate verification fault's message (hosts match on it to give a hint). */
+export const CERTIFICATE_FAILURE = "certificate verification failed";
 
 /**
  * Turns an error from node:net, node:tls, node:dns or node:https into a transport fault.
  * `inHandshake` says the error came before the TLS handshake finished, where a reset or an early
  * close means the TLS negotiation failed (a server that does not speak TLS, a refused cipher).
+ * `host` is the service's name, for the message of a certificate that fails verification:
+ * `certificate verification failed: self-signed certificate in certificate chain
+ * (SELF_SIGNED_CERT_IN_CHAIN; server hub-1.azure-devices.localhost)` (kind "tls").
  * The message carries the Node code and message (host names and ports, never a credential).
  */
-export function transportFaultOf(error: unknown, inHandshake = false): TransportFault {
+export function transportFaultOf(error: unknown, inHandshake = false, host?: string): TransportFault {
   const e = error as { code?: unknown; message?: unknown; library?: unknown } | null;
   const code = typeof e?.code === "string" ? e.code : "";
   const text = typeof e?.message === "string" ? e.message : String(error);
+  if (verificationCode.test(code)) {
+    const reason = code === "ERR_TLS_CERT_ALTNAME_INVALID" || code === "HOSTNAME_MISMATCH" ? `its names do not include ${host ?? "the server name"}` : text;
+    return { kind: "tls", message: short(`${CERTIFICATE_FAILURE}: ${reason} (${code}${host ? `; server ${host}` : ""})`) };
+  }
   let kind: TransportFaultKind | undefined = faultKindByCode[code];
   if (kind === undefined || (inHandshake && kind === "closed")) {
-    if (certificateCode.test(code) || typeof e?.library === "string" || inHandshake) kind = "tls";
+    if (tlsCode.test(code) || typeof e?.library === "string" || inHandshake) kind = "tls";
     else kind = kind ?? "closed";
   }
   return { kind, message: short(code ? `${code}: ${text}` : text) };
+}
+
+/**
+ * RFC 6761 §6.3: `localhost` and the names under `.localhost` are loopback names, whatever a
+ * resolver says (glibc's finds no `hub-1.azure-devices.localhost`). The desktop host dials them
+ * at 127.0.0.1 itself, so that the emulator's hub names work here as they do for the emulator.
+ */
+export function isLocalhostName(host: string): boolean {
+  const name = host.toLowerCase().replace(/\.$/, "");
+  return name === "localhost" || name.endsWith(".localhost");
+}
+
+/** Where a socket for `host` is dialled: 127.0.0.1 for a localhost name, else the name itself. */
+export function dialAddress(host: string): string {
+  return isLocalhostName(host) ? "127.0.0.1" : host;
 }
 
 function short(text: string): string {
@@ -252,7 +282,8 @@ export class NodeMqttConnector implements MqttConnector {
         resolveError = error;
       }
     }
-    const session = new NodeMqttSession(callbacks, options.keepAliveSeconds * 1000, options.maxPacketBytes ?? this.#maxPacketBytes, this.#forget);
+    target = { host: dialAddress(target.host), port: target.port };
+    const session = new NodeMqttSession(callbacks, options.host, options.keepAliveSeconds * 1000, options.maxPacketBytes ?? this.#maxPacketBytes, this.#forget);
     this.#sessions.add(session);
     this.#ensureSweep(options.keepAliveSeconds * 1000);
     if (resolveError !== undefined) {
@@ -318,6 +349,8 @@ function serviceIdentityCheck(serviceHost: string): (hostname: string, cert: tls
 /** One MQTT session; created by `NodeMqttConnector.connect`. */
 class NodeMqttSession implements MqttSession {
   readonly #callbacks: MqttSessionCallbacks;
+  /** The service's host name (for fault messages). */
+  readonly #host: string;
   readonly #keepAliveMs: number;
   readonly #limiter: FrameLimiter;
   readonly #forget: (session: NodeMqttSession) => void;
@@ -332,8 +365,9 @@ class NodeMqttSession implements MqttSession {
   /** Something arrived since the last sweep. */
   #heard = false;
 
-  constructor(callbacks: MqttSessionCallbacks, keepAliveMs: number, maxPacketBytes: number, forget: (session: NodeMqttSession) => void) {
+  constructor(callbacks: MqttSessionCallbacks, host: string, keepAliveMs: number, maxPacketBytes: number, forget: (session: NodeMqttSession) => void) {
     this.#callbacks = callbacks;
+    this.#host = host;
     this.#keepAliveMs = keepAliveMs;
     this.#limiter = new FrameLimiter(maxPacketBytes);
     this.#forget = forget;
@@ -458,7 +492,7 @@ class NodeMqttSession implements MqttSession {
 
   readonly #onError = (error: Error): void => {
     if (this.#state === "closed") return;
-    const fault = transportFaultOf(error, this.#state === "handshaking");
+    const fault = transportFaultOf(error, this.#state === "handshaking", this.#host);
     this.#fail(fault.kind, fault.message);
   };
 

@@ -73,22 +73,45 @@ test("cli: starts from a config file with --fault rules, prints its endpoints, s
   t.is(await started.exit, 0);
 });
 
-test("cli: a bad option or a bad fault rule exits with a message and code 2", async (t) => {
+test("cli: a bad option, a stray word or a bad fault rule exits 2 with the message and the usage; --help, --version exit 0; never a stack trace", async (t) => {
   const once = (args: string[]) =>
-    new Promise<{ code: number | null; stderr: string }>((resolve) => {
-      const child = spawn(process.execPath, [CLI, ...args], { stdio: ["ignore", "ignore", "pipe"] });
+    new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
+      const child = spawn(process.execPath, [CLI, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+      let stdout = "";
       let stderr = "";
+      const timer = setTimeout(() => {
+        if (child.pid !== undefined) process.kill(child.pid, "SIGKILL");
+        reject(new Error(`dps-emulator ${args.join(" ")} still running after 30 s`));
+      }, 30_000);
+      child.stdout?.on("data", (c: Buffer) => (stdout += c.toString()));
       child.stderr?.on("data", (c: Buffer) => (stderr += c.toString()));
-      child.on("exit", (code) => resolve({ code, stderr }));
+      child.on("close", (code) => {
+        clearTimeout(timer);
+        resolve({ code, stdout, stderr });
+      });
     });
+  const noStack = (r: { stdout: string; stderr: string }) => t.notRegex(r.stdout + r.stderr, /^\s+at /m);
   const unknown = await once(["--frobnicate"]);
   t.is(unknown.code, 2);
+  t.regex(unknown.stderr, /^dps-emulator: unknown option --frobnicate\nusage: dps-emulator/);
+  noStack(unknown);
+  const stray = await once(["--seed", "1", "extra"]);
+  t.is(stray.code, 2);
+  t.regex(stray.stderr, /^dps-emulator: unexpected argument "extra"/);
   const badFault = await once(["--fault", '{"step":"register","status":200}']);
   t.is(badFault.code, 2);
   t.regex(badFault.stderr, /status/);
+  noStack(badFault);
   const badConfig = await once(["--config", "/nonexistent/config.json", "--admin-port", "0"]);
   t.is(badConfig.code, 1);
-  t.regex(badConfig.stderr, /cannot read config file/);
+  t.regex(badConfig.stderr, /^dps-emulator: cannot read config file[^\n]*\n$/);
+  noStack(badConfig);
+  const help = await once(["-h"]);
+  t.is(help.code, 0);
+  t.regex(help.stdout, /^usage: dps-emulator \[options\]\n[\s\S]*--dps-port N/);
+  const version = await once(["--version"]);
+  t.is(version.code, 0);
+  t.regex(version.stdout, /^dps-emulator \d+\.\d+\.\d+\n$/);
 });
 
 test("cli: the shipped example config is valid", async (t) => {

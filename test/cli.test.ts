@@ -1,0 +1,353 @@
+/**
+ * The commands as a person runs them: the demo (npm start), dps-device, dps-fleet and dps-emulator,
+ * each spawned from build/ with bad arguments, --help and --version (exit codes, what goes to
+ * stdout and stderr, never a stack trace); dps-device against an emulator started on its own
+ * (hub names under .localhost dialled at loopback, the port options, --ca); the hint for a CA
+ * that does not fit; the demo's progress on a pipe. The parser (hosts/desktop/args.ts) and the
+ * connector's localhost names and certificate faults, in process.
+ *
+ * Every spawned process is killed by its pid if it outlives its time, and the test then fails.
+ */
+import test, { type ExecutionContext } from "ava";
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { availableParallelism, tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { CommandLineError, integer, parseCommandLine, usageOf } from "../hosts/desktop/args.js";
+import { NodeHttpsPort } from "../hosts/desktop/https.js";
+import { isLocalhostName, NodeMqttConnector, transportFaultOf } from "../hosts/desktop/mqtt.js";
+import type { TransportFault } from "../modules/ports.js";
+import { startEmulator, type Emulator } from "../simulator/index.js";
+import { createTestCertificates } from "./support/certs.js";
+
+const BUILD = fileURLToPath(new URL("..", import.meta.url));
+const ROOT = join(BUILD, "..");
+const VERSION = (JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { version: string }).version;
+const BIN = {
+  "dps-demo": join(BUILD, "hosts", "desktop", "demo.js"),
+  "dps-device": join(BUILD, "hosts", "desktop", "cli.js"),
+  "dps-fleet": join(BUILD, "hosts", "desktop", "fleet-cli.js"),
+  "dps-emulator": join(BUILD, "simulator", "cli.js"),
+} as const;
+type Command = keyof typeof BIN;
+const SCENARIO = join(ROOT, "hosts", "desktop", "scenarios", "mass-boot.json");
+const STACK = /^\s+at /m;
+
+interface Ran {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+  readonly timedOut: boolean;
+}
+
+/** Spawned processes at once: ava runs the tests of a file concurrently, and a machine has few cores. */
+let running = 0;
+const waiting: Array<() => void> = [];
+const SLOTS = Math.max(2, availableParallelism());
+
+/**
+ * Runs a built command (once a slot is free); past `timeoutMs` from its start it is killed by its
+ * pid and `timedOut` is set.
+ */
+async function run(command: Command, args: readonly string[], options: { env?: NodeJS.ProcessEnv; cwd?: string; timeoutMs?: number } = {}): Promise<Ran> {
+  if (running >= SLOTS) await new Promise<void>((resolve) => waiting.push(resolve));
+  running++;
+  try {
+    return await spawned(command, args, options);
+  } finally {
+    running--;
+    waiting.shift()?.();
+  }
+}
+
+function spawned(command: Command, args: readonly string[], options: { env?: NodeJS.ProcessEnv; cwd?: string; timeoutMs?: number }): Promise<Ran> {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  for (const name of ["DPS_KEY", "DPS_GROUP_KEY", "DPS_DEBUG"]) delete env[name];
+  Object.assign(env, options.env);
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [BIN[command], ...args], { cwd: options.cwd ?? ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    let timedOut = false;
+    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+    const timer = setTimeout(() => {
+      timedOut = true;
+      if (child.pid !== undefined) process.kill(child.pid, "SIGKILL");
+    }, options.timeoutMs ?? 30_000);
+    child.on("close", (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr, timedOut });
+    });
+  });
+}
+
+function finished(t: ExecutionContext, r: Ran, code: number): void {
+  t.false(r.timedOut, `killed after its time; stdout: ${r.stdout.slice(-500)} stderr: ${r.stderr.slice(-500)}`);
+  t.is(r.code, code, `stdout: ${r.stdout.slice(-1500)}\nstderr: ${r.stderr.slice(-1500)}`);
+  t.notRegex(r.stdout + r.stderr, STACK, "no stack trace");
+}
+
+// ---- usage errors, --help, --version -------------------------------------------------------
+
+const usageErrors: ReadonlyArray<readonly [Command, readonly string[], RegExp]> = [
+  ["dps-demo", ["--bogus"], /^dps-demo: unknown option --bogus\n/],
+  ["dps-demo", ["stray"], /^dps-demo: unexpected argument "stray"/],
+  ["dps-demo", ["--fleet", "abc"], /^dps-demo: --fleet must be an integer from 1 to \d+, got "abc"\n/],
+  ["dps-demo", ["--fleet", "-1"], /^dps-demo: --fleet must be an integer from 1 to \d+, got "-1"\n/],
+  ["dps-demo", ["--messages", "x"], /^dps-demo: --messages must be an integer from 0 to \d+, got "x"\n/],
+  ["dps-demo", ["--fault", "418"], /^dps-demo: unknown --fault "418": use a status code \(400 401/],
+  ["dps-demo", ["--fault"], /^dps-demo: --fault needs a value/],
+  ["dps-device", ["--bogus"], /^dps-device: unknown option --bogus\n/],
+  ["dps-device", ["--emulator", "stray"], /^dps-device: unexpected argument "stray"/],
+  ["dps-device", ["--emulator", "--count", "-1"], /^dps-device: --count must be an integer from 1 to \d+, got "-1"\n/],
+  ["dps-device", ["--emulator", "--messages", "x"], /^dps-device: --messages must be an integer from 0 to \d+, got "x"\n/],
+  ["dps-device", ["--id-scope", "0ne00000001", "--dps-port", "65536"], /^dps-device: --dps-port must be an integer from 1 to 65535, got "65536"\n/],
+  ["dps-device", ["--emulator", "--hub-port", "8884"], /^dps-device: --hub-port does not go with --emulator/],
+  ["dps-device", ["--id-scope", "0ne00000001"], /^dps-device: give DPS_KEY \(or --key\)/],
+  ["dps-device", ["--registration-id", "x"], /^dps-device: --id-scope is required/],
+  ["dps-device", ["--id-scope", "0ne00000001", "--key", "abc"], /^dps-device: the key \(DPS_KEY or --key\) is not valid base64/],
+  ["dps-device", ["--id-scope", "0ne00000001", "--key", "a2V5a2V5a2V5a2V5a2V5a2V5", "--ca", "/nonexistent/ca.pem"], /^dps-device: --ca: cannot read \/nonexistent\/ca\.pem \(ENOENT\)\n/],
+  ["dps-device", ["--emulator", "--payload", "{"], /^dps-device: --payload is not JSON/],
+  ["dps-fleet", ["--bogus"], /^dps-fleet: unknown option --bogus\n/],
+  ["dps-fleet", ["stray"], /^dps-fleet: unexpected argument "stray"/],
+  ["dps-fleet", [], /^dps-fleet: --scenario FILE is required\n/],
+  ["dps-fleet", ["--scenario", SCENARIO, "--count", "-1"], /^dps-fleet: --count must be an integer from 1 to \d+, got "-1"\n/],
+  ["dps-fleet", ["--scenario", SCENARIO, "--max-connecting", "many"], /^dps-fleet: --max-connecting must be an integer from 0 to \d+, got "many"\n/],
+  ["dps-fleet", ["--scenario", "/nonexistent/scenario.json"], /^dps-fleet: --scenario: \/nonexistent\/scenario\.json: ENOENT/],
+  ["dps-emulator", ["--bogus"], /^dps-emulator: unknown option --bogus\n/],
+  ["dps-emulator", ["stray"], /^dps-emulator: unexpected argument "stray"/],
+  ["dps-emulator", ["--seed", "x"], /^dps-emulator: --seed must be an integer, got "x"\n/],
+  ["dps-emulator", ["--admin-port", "-1"], /^dps-emulator: --admin-port must be an integer from 0 to 65535, got "-1"\n/],
+  ["dps-emulator", ["--fault", "{"], /^dps-emulator: --fault #1 is not JSON/],
+  ["dps-emulator", ["--fault", '{"step":"register","status":200}'], /^dps-emulator: --fault #1\.status: must be one of 400/],
+  ["dps-emulator", ["--log-level", "loud"], /^dps-emulator: --log-level must be one of error, warn, info, debug, got "loud"\n/],
+];
+
+for (const [command, args, message] of usageErrors) {
+  test(`${command} ${args.join(" ")}: a usage error, exit 2, the message and the usage on stderr, nothing started`, async (t) => {
+    const r = await run(command, args);
+    finished(t, r, 2);
+    t.regex(r.stderr, message);
+    t.regex(r.stderr, /\nusage: /);
+    t.is(r.stdout, "", "nothing on stdout: nothing started");
+  });
+}
+
+for (const command of Object.keys(BIN) as Command[]) {
+  for (const flag of command === "dps-demo" ? ["--help", "-h"] : ["--help"]) {
+    test(`${command} ${flag}: the usage on stdout, exit 0`, async (t) => {
+      const r = await run(command, [flag]);
+      finished(t, r, 0);
+      t.regex(r.stdout, /^usage: /);
+      t.regex(r.stdout, /\n {2}-h, --help +this text\n {2}--version +print the version and exit\n/);
+      t.is(r.stderr, "");
+    });
+  }
+  test(`${command} --version: "${command} ${VERSION}", exit 0`, async (t) => {
+    const r = await run(command, ["--version"]);
+    finished(t, r, 0);
+    t.is(r.stdout, `${command} ${VERSION}\n`);
+    t.is(r.stderr, "");
+  });
+}
+
+test("dps-emulator: an error after the options are checked (a port in use) is one line and exit 1", async (t) => {
+  const busy = createServer();
+  await new Promise<void>((resolve) => busy.listen(0, "127.0.0.1", resolve));
+  t.teardown(() => busy.close());
+  const taken = (busy.address() as { port: number }).port;
+  const stateDir = mkdtempSync(join(tmpdir(), "cli-test-"));
+  t.teardown(() => rmSync(stateDir, { recursive: true, force: true }));
+  const ports = ["--dps-port", "0", "--dps-tcp-port", "0", "--hub-port", "0", "--hub-tcp-port", "0", "--https-port", "0"];
+  const r = await run("dps-emulator", ["--state-dir", stateDir, "--log-level", "error", ...ports, "--admin-port", String(taken)]);
+  finished(t, r, 1);
+  t.regex(r.stderr, new RegExp(`^dps-emulator: cannot start: .*EADDRINUSE.*${taken}\\n$`));
+});
+
+// ---- dps-device against an emulator started on its own ------------------------------------
+
+const stateDir = mkdtempSync(join(tmpdir(), "cli-test-emulator-"));
+let emulatorStarted: Promise<Emulator> | undefined;
+/** One emulator for the tests below, on ephemeral ports, as `dps-emulator` would run it. */
+function emulator(): Promise<Emulator> {
+  emulatorStarted ??= startEmulator({
+    stateDir,
+    seed: 11,
+    config: { idScope: "0ne0000C1E5", hubs: [{ hostName: "hub-1.azure-devices.localhost" }], retryAfterSeconds: 0 },
+  });
+  return emulatorStarted;
+}
+test.after.always(async () => {
+  if (emulatorStarted) await (await emulatorStarted).stop();
+  rmSync(stateDir, { recursive: true, force: true });
+});
+
+function deviceArgs(e: Emulator, registrationId: string): string[] {
+  return [
+    "--id-scope", e.idScope,
+    "--registration-id", registrationId,
+    "--endpoint", "global.azure-devices-provisioning.localhost",
+    "--dps-port", String(e.endpoints.dps.tlsPort),
+    "--hub-port", String(e.endpoints.hub.tlsPort),
+    "--lookup-port", String(e.endpoints.https.port),
+  ];
+}
+
+function enroll(e: Emulator, registrationId: string): string {
+  const key = randomBytes(32).toString("base64");
+  e.addIndividualEnrollment({ registrationId, primaryKey: key });
+  return key;
+}
+
+test("dps-device: an emulator started on its own, its hub name under .localhost dialled at loopback, the ports and --ca given", async (t) => {
+  const e = await emulator();
+  const key = enroll(e, "cli-apart-001");
+  const r = await run("dps-device", [...deviceArgs(e, "cli-apart-001"), "--ca", e.caPath, "--messages", "2", "--interval", "100", "--timeout", "30000"], { env: { DPS_KEY: key }, timeoutMs: 45_000 });
+  finished(t, r, 0);
+  t.regex(r.stdout, /\[cli-apart-001\] assigned to hub-1\.azure-devices\.localhost as cli-apart-001 \(from dps, initialAssignment\)\n/);
+  t.regex(r.stdout, /\[cli-apart-001\] hub hub-1\.azure-devices\.localhost connected\n/);
+  t.regex(r.stdout, /\[cli-apart-001\] 2 message\(s\) acknowledged\n/);
+  t.is(e.telemetry("cli-apart-001").length, 2);
+  t.is(r.stderr, "");
+});
+
+test("dps-device: without the emulator's CA, the fault says certificate verification failed and the hint says to pass --ca", async (t) => {
+  const e = await emulator();
+  const key = enroll(e, "cli-untrusted-001");
+  const r = await run("dps-device", [...deviceArgs(e, "cli-untrusted-001"), "--timeout", "3000"], { env: { DPS_KEY: key } });
+  finished(t, r, 1);
+  const hint = "the server's certificate is not trusted (self-signed certificate in certificate chain): pass the CA that signed it with --ca (the emulator's is .cache/emulator/ca.pem)";
+  t.is(r.stderr, `dps-device: ${hint}\n`, "the hint once, on stderr");
+  t.regex(r.stdout, /dps retrying attempt 1 fault tls .* certificate verification failed: self-signed certificate in certificate chain \(SELF_SIGNED_CERT_IN_CHAIN/);
+  t.true(r.stdout.endsWith(`[cli-untrusted-001] timed out after 3 s; ${hint}\n`), r.stdout.slice(-400));
+});
+
+test("dps-device: with a CA that did not sign the emulator's certificate, the hint names the file", async (t) => {
+  const e = await emulator();
+  const key = enroll(e, "cli-wrong-ca-001");
+  const dir = mkdtempSync(join(tmpdir(), "cli-test-ca-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const wrong = join(dir, "other-ca.pem");
+  writeFileSync(wrong, (await createTestCertificates({ caName: "not the emulator's CA" })).caCert);
+  const r = await run("dps-device", [...deviceArgs(e, "cli-wrong-ca-001"), "--ca", wrong, "--timeout", "3000"], { env: { DPS_KEY: key } });
+  finished(t, r, 1);
+  t.regex(r.stderr, new RegExp(`^dps-device: the server's certificate is not trusted \\(self-signed certificate in certificate chain\\): the CA in ${wrong.replace(/[.]/g, "\\.")} did not sign it; pass the one that did with --ca`));
+  t.regex(r.stdout, /timed out after 3 s; the server's certificate is not trusted/);
+});
+
+// ---- the connector and the HTTPS port: localhost names, certificate faults -----------------
+
+test("isLocalhostName: localhost and the names under it (RFC 6761), nothing else", (t) => {
+  for (const name of ["localhost", "LOCALHOST", "localhost.", "hub-1.azure-devices.localhost", "global.azure-devices-provisioning.localhost", "a.b.Localhost."]) t.true(isLocalhostName(name), name);
+  for (const name of ["localhost.net", "mylocalhost", "hub-1.azure-devices.net", "127.0.0.1", "localhost.localdomain", ""]) t.false(isLocalhostName(name), name);
+});
+
+function closed(connect: (onClose: (fault: TransportFault) => void, onConnack: (code: number) => void) => void): Promise<{ fault?: TransportFault; connack?: number }> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("neither CONNACK nor a fault within 15 s")), 15_000);
+    connect(
+      (fault) => (clearTimeout(timer), resolve({ fault })),
+      (connack) => (clearTimeout(timer), resolve({ connack })),
+    );
+  });
+}
+
+test("NodeMqttConnector: hub-1.azure-devices.localhost is dialled at 127.0.0.1 without a resolver", async (t) => {
+  const e = await emulator();
+  const connector = new NodeMqttConnector({ tls: false });
+  let session: { close(): void } | undefined;
+  const outcome = await closed((onClose, onConnack) => {
+    session = connector.connect(
+      { host: "hub-1.azure-devices.localhost", port: e.endpoints.hub.tcpPort, clientId: "nobody", username: "hub-1.azure-devices.localhost/nobody/?api-version=2021-04-12", password: "x", keepAliveSeconds: 0, cleanSession: true },
+      { onConnack, onClose, onSuback: () => {}, onMessage: () => {}, onPuback: () => {} },
+    );
+  });
+  session?.close();
+  t.is(outcome.fault, undefined, outcome.fault?.message);
+  t.is(typeof outcome.connack, "number", "the emulator's hub answered (it refuses an unknown device)");
+});
+
+test("NodeMqttConnector and NodeHttpsPort: an untrusted certificate is fault tls, saying what failed and for which host", async (t) => {
+  const e = await emulator();
+  const connector = new NodeMqttConnector();
+  const outcome = await closed((onClose, onConnack) => {
+    connector.connect(
+      { host: "hub-1.azure-devices.localhost", port: e.endpoints.hub.tlsPort, clientId: "c", username: "u", password: "p", keepAliveSeconds: 0, cleanSession: true },
+      { onConnack, onClose, onSuback: () => {}, onMessage: () => {}, onPuback: () => {} },
+    );
+  });
+  t.is(outcome.fault?.kind, "tls");
+  t.is(outcome.fault?.message, "certificate verification failed: self-signed certificate in certificate chain (SELF_SIGNED_CERT_IN_CHAIN; server hub-1.azure-devices.localhost)");
+
+  const port = new NodeHttpsPort();
+  const fault = await new Promise<TransportFault | undefined>((resolve) => {
+    port.request(
+      { method: "POST", host: "global.azure-devices-provisioning.localhost", port: e.endpoints.https.port, path: "/x", headers: {}, body: new Uint8Array(0) },
+      () => resolve(undefined),
+      resolve,
+    );
+  });
+  t.is(fault?.kind, "tls");
+  t.is(fault?.message, "certificate verification failed: self-signed certificate in certificate chain (SELF_SIGNED_CERT_IN_CHAIN; server global.azure-devices-provisioning.localhost)");
+});
+
+test("transportFaultOf: certificate verification results are kind tls with the cause and host; other TLS errors keep their code", (t) => {
+  const fault = (code: string, message: string) => transportFaultOf(Object.assign(new Error(message), { code }), true, "dps.example");
+  t.deepEqual(fault("CERT_HAS_EXPIRED", "certificate has expired"), { kind: "tls", message: "certificate verification failed: certificate has expired (CERT_HAS_EXPIRED; server dps.example)" });
+  t.deepEqual(fault("ERR_TLS_CERT_ALTNAME_INVALID", "Hostname/IP does not match certificate's altnames: ..."), {
+    kind: "tls",
+    message: "certificate verification failed: its names do not include dps.example (ERR_TLS_CERT_ALTNAME_INVALID; server dps.example)",
+  });
+  t.deepEqual(fault("ERR_SSL_WRONG_VERSION_NUMBER", "wrong version number"), { kind: "tls", message: "ERR_SSL_WRONG_VERSION_NUMBER: wrong version number" });
+  t.deepEqual(fault("ECONNRESET", "socket hang up"), { kind: "tls", message: "ECONNRESET: socket hang up" });
+  t.is(transportFaultOf(Object.assign(new Error("x"), { code: "ECONNREFUSED" })).kind, "refused");
+});
+
+// ---- the parser ----------------------------------------------------------------------------
+
+const spec = {
+  name: "probe",
+  synopsis: "probe [options]",
+  options: {
+    count: { type: "string", value: "N", help: "how many" },
+    fault: { type: "string", multiple: true, value: "JSON", help: "repeatable" },
+    quiet: { type: "boolean", help: "hush" },
+  },
+} as const;
+
+test("parseCommandLine: values, inline values, negative numbers, repeats; every mistake a CommandLineError", (t) => {
+  t.deepEqual(parseCommandLine(spec, ["--count", "-1", "--fault", "a", "--fault=b", "--quiet"]), { count: "-1", fault: ["a", "b"], quiet: true });
+  t.deepEqual(parseCommandLine(spec, ["--count=3", "--count", "4"]), { count: "4" }, "the last wins");
+  t.deepEqual(parseCommandLine(spec, ["-h"]), { help: true });
+  const wrong = (argv: string[], message: string) => t.throws(() => parseCommandLine(spec, argv), { instanceOf: CommandLineError, message }, argv.join(" "));
+  wrong(["--cuont", "1"], "unknown option --cuont (did you mean --count?)");
+  wrong(["-x"], "unknown option -x");
+  wrong(["word"], 'unexpected argument "word": this command takes options only (see the usage below)');
+  wrong(["--", "--count"], 'unexpected argument "--"');
+  wrong(["--count"], "--count needs a value (--count N)");
+  wrong(["--count", "--quiet"], "--count needs a value (--count N)");
+  wrong(["--quiet=1"], "--quiet takes no value");
+  t.throws(() => integer("count", "1.5", { min: 1, max: 9 }), { message: '--count must be an integer from 1 to 9, got "1.5"' });
+  t.throws(() => integer("count", "0x10", { min: 0 }), { message: '--count must be an integer ≥ 0, got "0x10"' });
+  t.is(integer("count", undefined, { min: 1 }, 7), 7);
+  t.is(integer("count", "+12", { min: 1 }), 12);
+  t.is(usageOf(spec), ["usage: probe [options]", "  --count N     how many", "  --fault JSON  repeatable", "  --quiet       hush", "  -h, --help    this text", "  --version     print the version and exit"].join("\n"));
+});
+
+// ---- the demo on a pipe ----------------------------------------------------------------------
+
+test("dps-demo --fleet on a pipe: no carriage returns, progress lines at most every 5 s", async (t) => {
+  const cwd = mkdtempSync(join(tmpdir(), "cli-test-demo-"));
+  t.teardown(() => rmSync(cwd, { recursive: true, force: true }));
+  const r = await run("dps-demo", ["--fleet", "20", "--messages", "1", "--seed", "3"], { cwd, timeoutMs: 50_000 });
+  finished(t, r, 0);
+  t.false(r.stdout.includes("\r"), "no \\r when stdout is not a terminal");
+  t.regex(r.stdout, /^fleet: 20\/20 connected/m);
+  const seconds = Number(/ in ([\d.]+) s\n/.exec(r.stdout)?.[1] ?? NaN);
+  const progress = r.stdout.split("\n").filter((line) => /^ {2}\d+\.\d s: \d+ booted/.test(line)).length;
+  t.true(progress <= Math.floor(seconds / 5) + 1, `${progress} progress lines in ${seconds} s`);
+});
