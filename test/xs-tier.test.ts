@@ -13,6 +13,8 @@ import { bootOnce, newFlash } from "./support/virtual-world.js";
 import { lifecycleTranscripts, runLifecycleTranscript } from "./transcripts/lifecycle.js";
 import { XS_MATRIX_SAMPLE, matrixCells, runCell } from "./support/fault-matrix.js";
 import { portableCrypto } from "../modules/sha256.js";
+import { fuzzDriver, fuzzHubSequences, fuzzLifecycleSequences, fuzzRegistrationSequences } from "./support/machine-fuzz.js";
+import { fuzzModdable, fuzzSummary, XS_FUZZ_SAMPLE } from "./support/mqtt-fuzz.js";
 
 const dir = join(projectRoot, "build", "test", "xs");
 const entries = readdirSync(dir).filter((name) => name.endsWith(".xs.js")).sort();
@@ -76,6 +78,21 @@ test("XS tier: the runtime's event logs in the virtual world are the same on Nod
   t.deepEqual(xs.get("runtime:cold"), cold);
   t.deepEqual(xs.get("runtime:warm"), warm);
   t.deepEqual(xs.get("runtime:refused"), refused);
+});
+
+test("XS tier: the fuzz samples (machines, driver, Moddable adapter) give the same summaries on Node and XS", (t) => {
+  const emitted = new Map<string, unknown>();
+  for (const [, run] of runs) for (const [key, value] of run.emitted) if (key.startsWith("fuzz:")) emitted.set(key.slice(5), value);
+  const s = XS_FUZZ_SAMPLE;
+  const node: Record<string, unknown> = {
+    registration: fuzzSummary(fuzzRegistrationSequences(s.registration, s.seed)),
+    hub: fuzzSummary(fuzzHubSequences(s.hub, s.seed)),
+    lifecycle: fuzzSummary(fuzzLifecycleSequences(s.lifecycle, s.seed)),
+    driver: fuzzSummary(fuzzDriver(s.driver, s.seed)),
+    moddable: fuzzSummary(fuzzModdable(s.moddable, s.seed)),
+  };
+  t.is(emitted.size, Object.keys(node).length, "every fuzz sample ran on XS");
+  for (const key of Object.keys(node)) t.deepEqual(emitted.get(key), node[key], key);
 });
 
 test(`XS tier: ${total} cases ran on XS in ${runs.length} suites`, (t) => {
