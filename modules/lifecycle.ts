@@ -297,11 +297,12 @@ export class LifecycleMachine {
         break;
       case "lookup-response":
       case "lookup-failed":
-        this.#feed(event);
+        // Only for the lookup in flight (a run that ended, or has moved on, is not asked).
+        if (this.#dps?.phase === "looking-up") this.#feed(event);
         break;
       default:
-        // A callback of a link: only the open link speaks.
-        if (event.link !== this.#link || this.#link === 0) break;
+        // A callback of a link: only the open link speaks; a PUBACK only to a hub run.
+        if (event.link !== this.#link || this.#link === 0 || (event.kind === "puback" && !this.#hubRun)) break;
         if (event.kind === "closed") this.#link = 0;
         this.#feed(event.kind === "puback" ? event : (event as unknown as RegistrationEvent));
     }

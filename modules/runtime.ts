@@ -52,7 +52,7 @@ export type RuntimeListener = (event: RuntimeEvent) => void;
 
 interface Link {
   readonly id: number;
-  readonly session: MqttSession;
+  session: MqttSession | undefined;
   /** Packet id → the machine's tag, for PUBACKs. */
   readonly tags: Map<number, number>;
 }
@@ -69,6 +69,8 @@ export class DeviceRuntime {
   #events: LifecycleEvent[] = [];
   #commands: LifecycleCommand[] = [];
   #busy = false;
+  /** stop() was called (its event may still be queued behind others). */
+  #stopping = false;
 
   /**
    * @throws UsageError INVALID_ARGUMENT for a configuration that could never work (no key, both
@@ -109,7 +111,7 @@ export class DeviceRuntime {
    * @throws UsageError ILLEGAL_EVENT when already started.
    */
   start(): void {
-    if (this.#machine.phase !== "idle") throw new UsageError("ILLEGAL_EVENT", `start() in state "${this.state}"; it can be called once`);
+    if (this.#machine.phase !== "idle" || this.#stopping) throw new UsageError("ILLEGAL_EVENT", `start() in state "${this.state}"; it can be called once`);
     this.#feed({ kind: "start" });
   }
 
@@ -131,13 +133,14 @@ export class DeviceRuntime {
    */
   reprovision(): void {
     const phase = this.#machine.phase;
-    if (phase === "idle" || phase === "stopped") throw new UsageError("ILLEGAL_EVENT", `reprovision() in state "${this.state}"`);
+    if (phase === "idle" || this.#stopping) throw new UsageError("ILLEGAL_EVENT", `reprovision() in state "${this.state}"${this.#stopping ? " after stop()" : ""}`);
     this.#feed({ kind: "reprovision" });
   }
 
   /** Stops everything; idempotent. Messages not yet acknowledged are dropped. */
   stop(): void {
-    if (this.#machine.phase === "stopped") return;
+    if (this.#stopping) return;
+    this.#stopping = true;
     this.#feed({ kind: "stop" });
   }
 
@@ -189,11 +192,11 @@ export class DeviceRuntime {
           this.#connect(c.link, c.options);
           break;
         case "subscribe":
-          if (this.#link?.id === c.link) this.#link.session.subscribe(c.topic, c.qos);
+          if (this.#link?.id === c.link) this.#link.session?.subscribe(c.topic, c.qos);
           break;
         case "publish": {
           const link = this.#link;
-          if (link?.id !== c.link) break;
+          if (link?.id !== c.link || !link.session) break;
           const packetId = link.session.publish(c.topic, c.payload, c.qos);
           if (c.tag !== undefined) link.tags.set(packetId, c.tag);
           break;
@@ -261,7 +264,10 @@ export class DeviceRuntime {
   #connect(id: number, options: Parameters<MqttConnector["connect"]>[0]): void {
     this.#closeLink();
     const tags = new Map<number, number>();
-    const live = () => this.#link?.id === id;
+    const link: Link = { id, session: undefined, tags };
+    // The link exists before connect() returns: a host may call back from inside it.
+    this.#link = link;
+    const live = () => this.#link === link;
     const session = this.#ports.mqtt.connect(options, {
       onConnack: (returnCode) => live() && this.#feed({ kind: "connack", link: id, returnCode }),
       onSuback: (_packetId, granted) => live() && this.#feed({ kind: "suback", link: id, granted }),
@@ -277,13 +283,15 @@ export class DeviceRuntime {
         this.#feed({ kind: "closed", link: id, fault });
       },
     });
-    this.#link = { id, session, tags };
+    link.session = session;
+    // Closed from inside connect(): the session is over already (close() is idempotent).
+    if (!live()) session.close();
   }
 
   #closeLink(): void {
     const link = this.#link;
     this.#link = undefined;
-    link?.session.close();
+    link?.session?.close();
   }
 
   #clearTimer(): void {
