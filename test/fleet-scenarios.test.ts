@@ -8,6 +8,8 @@ import test from "ava";
 import { join } from "node:path";
 import { TIMER_RESOLUTION_MS, evaluate, checkScenario, loadScenario, runScenario, type Scenario } from "../hosts/desktop/scenario.js";
 import { ConnectGate, peakInWindow, percentiles, type FleetSummary } from "../hosts/desktop/fleet.js";
+import { recoveryBoundMs, registrationsBound } from "../hosts/desktop/bounds.js";
+import { retryPolicy } from "../modules/retry-policy.js";
 import type { MqttConnector, MqttSessionCallbacks } from "../modules/ports.js";
 import { projectRoot } from "./support/xs.js";
 
@@ -28,7 +30,7 @@ test("fleet peakInWindow: counts the most times inside any window", (t) => {
 });
 
 test("scenario files: every shipped file loads and checks", (t) => {
-  for (const name of ["mass-boot", "throttling-storm", "throttling-storm-fast", "hub-outage", "disabled-wave"]) {
+  for (const name of ["mass-boot", "throttling-storm", "throttling-storm-fast", "hub-outage", "disabled-wave", "hub-refusal"]) {
     const s = load(name);
     t.is(s.name, name);
   }
@@ -39,6 +41,40 @@ test("scenario check: a bad field is named", (t) => {
   t.regex(error!.message, /devices\.count/);
   const step = t.throws(() => checkScenario({ name: "x", seed: 1, devices: { count: 1 }, timeline: [{ do: "disable" }] }));
   t.regex(step!.message, /timeline\[0\]\.fraction/);
+  const marks = [{ do: "hub-disable", mark: "a" }, { waitMs: 1, do: "hub-enable", mark: "b" }];
+  const window = t.throws(() => checkScenario({ name: "x", seed: 1, devices: { count: 1 }, timeline: marks, expect: { registrationsBound: { from: "b", to: "a" } } }));
+  t.regex(window!.message, /expect\.registrationsBound/);
+  const recovery = t.throws(() => checkScenario({ name: "x", seed: 1, devices: { count: 1 }, timeline: marks, expect: { recoveryBound: "c" } }));
+  t.regex(recovery!.message, /expect\.recoveryBound/);
+  const policy = t.throws(() => checkScenario({ name: "x", seed: 1, devices: { count: 1 }, retryPolicy: { longTail: { initialMs: 10 } } }));
+  t.regex(policy!.message, /retryPolicy/);
+});
+
+test("scenario expectations: registrations over the bound, and a device not back within the recovery bound, fail", (t) => {
+  const policy = retryPolicy({ longTail: { initialMs: 1_000, maxMs: 4_000 } });
+  const window = { from: "refused", to: "accepted", ms: 10_000, registrations: { total: 0, perDevice: percentiles([]), distribution: {} } };
+  const bound = registrationsBound(10_000, policy);
+  t.is(bound, 2 * 17 + 3, "1 + 2 + 4 s ≤ 10 s: three long-tail wakes");
+  const summary = (max: number, recovered: number, lastMs: number) =>
+    ({
+      total: 10,
+      connected: 10,
+      connectedAtEnd: 10,
+      failed: [],
+      timedOut: [],
+      retries: { count: 0, causes: {}, withRetryAfter: 0, peakPer100ms: 0, distinctShare: 1 },
+      hub: { retries: 0, peakPer100ms: 0, reRegistrations: 0, reprovisionOutcomes: 20 },
+      windows: [{ ...window, registrations: { ...window.registrations, perDevice: { min: 1, median: 2, p99: max, max } } }],
+      recoveries: { accepted: { devices: recovered, afterMs: { min: 1, median: 2, p99: lastMs, max: lastMs } } },
+    }) as unknown as FleetSummary;
+  const expect = { registrationsBound: { from: "refused", to: "accepted" }, recoveryBound: "accepted" };
+  const names = ["DPS registrations within the bound", "every device back within the recovery bound"];
+  const ok = evaluate(expect, summary(bound, 10, recoveryBoundMs(policy)), 0, 10, policy);
+  t.deepEqual(names.map((n) => ok.find((c) => c.name === n)!.ok), [true, true], JSON.stringify(ok));
+  const over = evaluate(expect, summary(bound + 1, 9, recoveryBoundMs(policy)), 0, 10, policy);
+  t.deepEqual(names.map((n) => over.find((c) => c.name === n)!.ok), [false, false]);
+  const late = evaluate(expect, summary(2, 10, recoveryBoundMs(policy) + 1), 0, 10, policy);
+  t.false(late.find((c) => c.name === names[1])!.ok);
 });
 
 test("scenario expectations can fail: lockstep retries and an early retry are reported", (t) => {
@@ -142,6 +178,44 @@ test("fleet disabled wave: the disabled devices re-register once, back off with 
   t.is(s.hub.reRegistrations, 10, "re-registration exactly where the hub refused the identity");
   t.is(report.emulatorCounters.hub["connack-5"], 10);
   t.is(s.connectedAtEnd, 90);
+});
+
+test("fleet hub refusal: the hub refuses every device (CONNACK 5) while DPS assigns it; registrations stay within the bound, all are back within the recovery bound", async (t) => {
+  // The same checks as the 30-minute run (docs/FLEET.md), scaled down: a 12 s refusal and a long
+  // tail of 1, 2, 4, 4 s... instead of 10, 20, 40, 60 min. The bounds come from this policy.
+  const base = load("hub-refusal");
+  const longTail = { initialMs: 1_000, maxMs: 4_000, multiplier: 2, jitter: 0.5 };
+  const scenario: Scenario = {
+    ...base,
+    retryPolicy: { longTail },
+    timeline: [
+      { after: "settled", waitMs: 500, do: "hub-disable", mark: "refused" },
+      { waitMs: 12_000, do: "hub-enable", mark: "accepted" },
+      { until: "reconnected", waitMs: 40_000, do: "end" },
+    ],
+    timeoutMs: 90_000,
+  };
+  const policy = retryPolicy({ longTail });
+  const report = await runScenario(scenario, { count: 100, staggerMs: 500, stateDir, separateProcess: false });
+  t.true(report.checks.every((c) => c.ok), failures(report));
+  const s = report.summary;
+  t.is(report.hubDisabled.length, 100, "every device disabled on its hub");
+  t.is(report.wave.length, 0, "and none in DPS");
+  t.is(s.everBackedOff, 100, "every device went into the long tail");
+  t.is(s.failed.length, 0, "and came out of it");
+  t.is(s.connectedAtEnd, 100);
+  t.true(s.hub.reprovisionOutcomes >= 200, `two refusals per device at least: ${s.hub.reprovisionOutcomes}`);
+  t.true((report.emulatorCounters.hub["connack-5"] ?? 0) >= 200);
+  t.true((s.statusCodes["200"] ?? 0) >= 200, `DPS kept assigning the devices (their enrollment stays enabled): ${JSON.stringify(s.statusCodes)}`);
+  const w = s.windows.find((x) => x.from === "refused" && x.to === "accepted")!;
+  t.truthy(w);
+  t.true(w.registrations.perDevice.min >= 1, `every device registered again at once: ${JSON.stringify(w.registrations)}`);
+  t.true(w.registrations.perDevice.max <= registrationsBound(w.ms, policy));
+  t.is(Object.values(w.registrations.distribution).reduce((a, b) => a + b, 0), 100);
+  const after = s.windows.find((x) => x.from === "accepted" && x.to === "the end")!;
+  t.true(after.registrations.perDevice.max <= 1, `one registration at most per device to come back: ${JSON.stringify(after.registrations)}`);
+  t.is(s.recoveries.accepted?.devices, 100);
+  t.true(s.recoveries.accepted!.afterMs!.max <= recoveryBoundMs(policy));
 });
 
 test("fleet ConnectGate: at most `limit` connections before CONNACK, the rest in turn, pipelined packets kept in order, a closed waiter skipped", (t) => {

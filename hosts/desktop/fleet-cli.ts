@@ -13,25 +13,31 @@
  */
 import { spawnSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
-import { parseArgs } from "node:util";
+import { integer, runCommand, usageError, type OptionValues } from "./args.js";
 import { formatReport, loadScenario, runScenario } from "./scenario.js";
 
-const usage = `usage: dps-fleet --scenario FILE [options]
-  --scenario FILE   a scenario (see docs/FLEET.md and hosts/desktop/scenarios/)
-  --count N         replace the scenario's number of devices
-  --seed N          replace the scenario's seed
-  --stagger MS      replace the window over which the devices boot
-  --in-process      run the emulator in this process (default: a child process)
-  --max-connecting N  connections in their handshake at once, the others wait their turn
-                    (default: the scenario's host.maxConnecting, else 256; 0: no limit)
-  --json FILE       also write the whole report as JSON
-  --quiet           no progress display
-  -h, --help`;
+/** The command line: one entry per option (its help is the usage text); read in main. */
+const command = {
+  name: "dps-fleet",
+  synopsis: "dps-fleet --scenario FILE [options]",
+  options: {
+    scenario: { type: "string", value: "FILE", help: "a scenario (see docs/FLEET.md and hosts/desktop/scenarios/)" },
+    count: { type: "string", value: "N", help: "replace the scenario's number of devices" },
+    seed: { type: "string", value: "N", help: "replace the scenario's seed" },
+    stagger: { type: "string", value: "MS", help: "replace the window over which the devices boot" },
+    "in-process": { type: "boolean", help: "run the emulator in this process (default: a child process)" },
+    "max-connecting": {
+      type: "string",
+      value: "N",
+      help: "connections in their handshake at once, the others wait their turn\n(default: the scenario's host.maxConnecting, else 256; 0: no limit)",
+    },
+    json: { type: "string", value: "FILE", help: "also write the whole report as JSON" },
+    quiet: { type: "boolean", help: "no progress display" },
+  },
+  footer: "Exit status: 0 every expectation held, 1 one failed, 2 usage error (a bad option, a scenario that cannot be read or is invalid).",
+} as const;
 
-function fail(message: string): never {
-  process.stderr.write(`dps-fleet: ${message}\n${usage}\n`);
-  process.exit(2);
-}
+type Values = OptionValues<typeof command.options>;
 
 /** The soft limit on open files, as the shell reports it (undefined where there is no sh). */
 function openFileLimit(): number | undefined {
@@ -40,41 +46,18 @@ function openFileLimit(): number | undefined {
   return r.status === 0 && Number.isFinite(n) ? n : undefined;
 }
 
-async function main(): Promise<number> {
-  let values;
+async function main(values: Values): Promise<number> {
+  if (values.scenario === undefined) usageError("--scenario FILE is required");
+  const count = integer("count", values.count, { min: 1, max: 1_000_000 });
+  const seed = integer("seed", values.seed, { min: 0, max: 0xffff_ffff });
+  const maxConnecting = integer("max-connecting", values["max-connecting"], { min: 0, max: 1_000_000 });
+  const staggerMs = integer("stagger", values.stagger, { min: 0, max: 86_400_000 });
+  let scenario;
   try {
-    values = parseArgs({
-      options: {
-        scenario: { type: "string" },
-        count: { type: "string" },
-        seed: { type: "string" },
-        stagger: { type: "string" },
-        "in-process": { type: "boolean", default: false },
-        "max-connecting": { type: "string" },
-        json: { type: "string" },
-        quiet: { type: "boolean", default: false },
-        help: { type: "boolean", short: "h", default: false },
-      },
-    }).values;
+    scenario = loadScenario(values.scenario);
   } catch (error) {
-    fail((error as Error).message);
+    usageError(`--scenario: ${(error as Error).message}`);
   }
-  if (values.help) {
-    process.stdout.write(usage + "\n");
-    return 0;
-  }
-  if (!values.scenario) fail("--scenario FILE is required");
-  const int = (name: string, text: string | undefined, min: number) => {
-    if (text === undefined) return undefined;
-    const n = Number(text);
-    if (!Number.isInteger(n) || n < min) fail(`--${name} must be an integer ≥ ${min}`);
-    return n;
-  };
-  const count = int("count", values.count, 1);
-  const seed = int("seed", values.seed, 0);
-  const maxConnecting = int("max-connecting", values["max-connecting"], 0);
-  const staggerMs = int("stagger", values.stagger, 0);
-  const scenario = loadScenario(values.scenario);
   const devices = count ?? scenario.devices.count;
   const separateProcess = !values["in-process"];
   const limit = openFileLimit();
@@ -92,12 +75,12 @@ async function main(): Promise<number> {
     separateProcess,
     onStep: (step, at) => {
       if (tty) process.stdout.write("\n");
-      process.stdout.write(`timeline: ${step.do}${step.fraction !== undefined ? ` ${step.fraction}` : ""}${step.hub ? ` ${step.hub}` : ""} at ${(at / 1000).toFixed(1)} s\n`);
+      process.stdout.write(`timeline: ${step.do}${step.fraction !== undefined ? ` ${step.fraction}` : ""}${step.hub ? ` ${step.hub}` : ""}${step.mark ? ` (mark ${step.mark})` : ""} at ${(at / 1000).toFixed(1)} s\n`);
     },
     onProgress: values.quiet
       ? undefined
       : (p) => {
-          const line = `${(p.elapsedMs / 1000).toFixed(1).padStart(6)} s  booted ${p.booted}  connected ${p.connected} (ever ${p.everConnected})  settled ${p.done}  terminal ${p.failed}  of ${p.total}`;
+          const line = `${(p.elapsedMs / 1000).toFixed(1).padStart(6)} s  booted ${p.booted}  connected ${p.connected} (ever ${p.everConnected})  settled ${p.done}  failed or backing off ${p.failed}  of ${p.total}`;
           process.stdout.write(tty ? `\r${line}\u001b[K` : line + "\n");
         },
   });
@@ -107,10 +90,4 @@ async function main(): Promise<number> {
   return report.checks.every((c) => c.ok) ? 0 : 1;
 }
 
-main().then(
-  (code) => process.exit(code),
-  (error) => {
-    process.stderr.write(`dps-fleet: ${error instanceof Error ? error.message : String(error)}\n`);
-    process.exit(1);
-  },
-);
+runCommand(command, main);

@@ -77,6 +77,7 @@ export interface FleetProgress {
   /** Connected at least once. */
   readonly everConnected: number;
   readonly done: number;
+  /** Failed, or backing off in the long tail, now (a device that connects again leaves this count). */
   readonly failed: number;
   readonly total: number;
 }
@@ -119,6 +120,20 @@ export interface HubAnalysis {
   readonly reprovisionOutcomes: number;
 }
 
+/** What happened between two marks of the timeline (a fault and its end), or from a mark to the end of the run. */
+export interface FleetWindow {
+  readonly from: string;
+  readonly to: string;
+  readonly ms: number;
+  /** DPS register requests sent within the window: in all, per device, and how many devices sent each number. */
+  readonly registrations: {
+    readonly total: number;
+    readonly perDevice: Percentiles;
+    /** Registrations per device → devices, e.g. { "2": 870, "3": 130 }. */
+    readonly distribution: Record<string, number>;
+  };
+}
+
 export interface FleetSummary {
   readonly total: number;
   /** Connected at least once. */
@@ -127,7 +142,10 @@ export interface FleetSummary {
   readonly connectedAtEnd: number;
   /** Devices whose messages were all acknowledged. */
   readonly delivered: number;
+  /** Devices failed, or backing off in the long tail, at the end of the run. */
   readonly failed: { readonly registrationId: string; readonly code: string; readonly message: string }[];
+  /** Devices that backed off (or failed) at some point of the run, including those that connected again after. */
+  readonly everBackedOff: number;
   /** Terminal states grouped: "REGISTRATION_FAILED: DPS answered that ..." → count. */
   readonly terminalReasons: Record<string, number>;
   readonly timedOut: string[];
@@ -144,6 +162,8 @@ export interface FleetSummary {
   readonly hub: HubAnalysis;
   /** Per mark: how long after it the devices that had lost their hub were connected again. */
   readonly recoveries: Record<string, { readonly devices: number; readonly afterMs?: Percentiles }>;
+  /** From each mark to the next, and from the last to the end of the run ("the end"). */
+  readonly windows: readonly FleetWindow[];
   /** MQTT round trips up to the first connection (with countRoundTrips). */
   readonly roundTrips?: { readonly dps: Percentiles; readonly hub: Percentiles; readonly connections: Percentiles };
   readonly elapsedMs: number;
@@ -160,6 +180,11 @@ interface DeviceRecord {
   isConnected: boolean;
   attempts: number;
   registers: number;
+  /** When each register request was sent. */
+  registerTimes: number[];
+  /** Failed or backing off now; `everDown` once it has been. */
+  down: boolean;
+  everDown: boolean;
   acked: number;
   settled: boolean;
   fromCache: boolean;
@@ -397,7 +422,10 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
     if (s.fault !== undefined) count(statusCodes, `fault-${s.fault}`);
     d.attempts = Math.max(d.attempts, s.attempt);
     if (s.state === "connecting" && s.attempt === 0 && d.connectedAt !== undefined) reRegistrations++;
-    if (s.state === "registering") d.registers++;
+    if (s.state === "registering") {
+      d.registers++;
+      d.registerTimes.push(now);
+    }
     if (s.state === "retrying" && s.delayMs !== undefined) {
       count(retryCauses, s.httpStatus !== undefined ? String(s.httpStatus) : s.connack !== undefined ? `connack-${s.connack}` : `fault-${s.fault ?? "?"}`);
       retryDue.push(now - start + s.delayMs);
@@ -447,6 +475,9 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
       isConnected: false,
       attempts: 0,
       registers: 0,
+      registerTimes: [],
+      down: false,
+      everDown: false,
       acked: 0,
       settled: false,
       fromCache: false,
@@ -485,6 +516,12 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
               }
               d.lastConnectedAt = now;
               d.lostHubAt = undefined;
+              if (d.down) {
+                // Back from the long tail (a hub that refused it accepts it again): no longer failed.
+                d.down = false;
+                d.failure = undefined;
+                failedCount--;
+              }
               if (d.connectedAt === undefined) {
                 d.connectedAt = now;
                 everConnected++;
@@ -504,7 +541,11 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
                 connectedNow--;
               }
               d.failure = event.error ?? { code: "FAILED", message: "failed" };
-              failedCount++;
+              if (!d.down) {
+                d.down = true;
+                d.everDown = true;
+                failedCount++;
+              }
               settle(d);
             }
             break;
@@ -573,6 +614,15 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
     const after = devices.filter((d) => d.lastConnectedAt !== undefined && d.lastConnectedAt >= m.at && d.connectedAt! < m.at).map((d) => d.lastConnectedAt! - m.at);
     recoveries[m.name] = { devices: after.length, afterMs: after.length ? percentiles(after) : undefined };
   }
+  const windows: FleetWindow[] = [];
+  for (let m = 0; m < marks.length; m++) {
+    const from = marks[m];
+    const to = marks[m + 1] ?? { name: "the end", at: end };
+    const per = devices.map((d) => d.registerTimes.filter((t) => t >= from.at && t < to.at).length);
+    const distribution: Record<string, number> = {};
+    for (const n of per) count(distribution, String(n));
+    windows.push({ from: from.name, to: to.name, ms: to.at - from.at, registrations: { total: per.reduce((a, b) => a + b, 0), perDevice: percentiles(per), distribution } });
+  }
   const reached = devices.filter((d) => d.connectedAt !== undefined);
   return {
     total: options.count,
@@ -580,6 +630,7 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
     connectedAtEnd,
     delivered: devices.filter((d) => d.acked >= messages && d.connectedAt !== undefined).length,
     failed,
+    everBackedOff: devices.filter((d) => d.everDown).length,
     terminalReasons,
     timedOut,
     timeToConnectedMs: times.length ? percentiles(times) : undefined,
@@ -607,6 +658,7 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
       reprovisionOutcomes,
     },
     recoveries,
+    windows,
     roundTrips:
       options.countRoundTrips && reached.length
         ? { dps: percentiles(reached.map((d) => d.rtDps)), hub: percentiles(reached.map((d) => d.rtHub)), connections: percentiles(reached.map((d) => d.connections)) }
@@ -622,7 +674,7 @@ export function formatSummary(s: FleetSummary): string {
   const r = s.retries;
   const h = s.hub;
   const lines = [
-    `fleet: ${s.connected}/${s.total} connected (${s.connectedAtEnd} at the end), ${s.delivered} delivered all telemetry, ${s.failed.length} failed or backing off, ${s.timedOut.length} timed out, ${s.fromCache} warm starts, in ${(s.elapsedMs / 1000).toFixed(1)} s`,
+    `fleet: ${s.connected}/${s.total} connected (${s.connectedAtEnd} at the end), ${s.delivered} delivered all telemetry, ${s.failed.length} failed or backing off (${s.everBackedOff} at some point), ${s.timedOut.length} timed out, ${s.fromCache} warm starts, in ${(s.elapsedMs / 1000).toFixed(1)} s`,
     `time to connected: ${p(s.timeToConnectedMs)}`,
     `DPS retries per device: ${p(s.dpsAttempts, "")}; register requests per device: ${p(s.registers, "")}`,
     `DPS answers and faults: ${Object.entries(s.statusCodes).sort().map(([k, v]) => `${k}×${v}`).join(", ") || "none"}`,
@@ -639,6 +691,11 @@ export function formatSummary(s: FleetSummary): string {
       `hub: ${h.retries} reconnects scheduled, delays ${p(h.delayMs)}, at most ${h.peakPer100ms} due in any 100 ms; attempts of one device ≥ ${h.minGapMs ?? "n/a"} ms apart`,
       `  re-registrations with DPS after connecting: ${h.reRegistrations} (after ${h.reprovisionOutcomes} hub refusals that call for it)`,
     );
+  }
+  for (const w of s.windows) {
+    const r = w.registrations;
+    const spread = Object.entries(r.distribution).sort((a, b) => Number(a[0]) - Number(b[0])).map(([n, devices]) => `${n}×${devices}`).join(", ");
+    lines.push(`from ${w.from} to ${w.to} (${(w.ms / 60_000).toFixed(1)} min): ${r.total} DPS registrations, per device ${p(r.perDevice, "")}; registrations×devices ${spread}`);
   }
   for (const [name, rec] of Object.entries(s.recoveries)) lines.push(`after ${name}: ${rec.devices} devices connected again, ${p(rec.afterMs)}`);
   if (s.roundTrips) lines.push(`MQTT round trips to connected: DPS ${p(s.roundTrips.dps, "")}; hub ${p(s.roundTrips.hub, "")}; connections ${p(s.roundTrips.connections, "")}`);

@@ -15,8 +15,10 @@
 import { randomBytes } from "node:crypto";
 import { mkdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
+import { retryPolicy, type RetryPolicy } from "../../modules/retry-policy.js";
 import type { RuntimeConfig } from "../../modules/runtime.js";
 import type { EmulatorConfig, FaultRule } from "../../simulator/index.js";
+import { recoveryBoundMs, registrationsBound } from "./bounds.js";
 import { createTransport, loopbackResolver } from "./device.js";
 import { launchEmulator, processUsage, type EmulatorHandle, type ProcessUsage } from "./fleet-emulator.js";
 import { formatSummary, runFleet, type FleetControl, type FleetProgress, type FleetSummary } from "./fleet.js";
@@ -27,21 +29,34 @@ export const SCENARIO_DPS_HOST = "global.azure-devices-provisioning.localhost";
 /** Connections in their TLS handshake at once, by default (see ConnectGate in fleet.ts). */
 export const DEFAULT_MAX_CONNECTING = 256;
 
-export type TimelineAction = "hub-down" | "hub-up" | "disable" | "end";
+export type TimelineAction = "hub-down" | "hub-up" | "disable" | "hub-disable" | "hub-enable" | "end";
+
+const ACTIONS: readonly TimelineAction[] = ["hub-down", "hub-up", "disable", "hub-disable", "hub-enable", "end"];
 
 export interface TimelineStep {
   /** "settled": first wait until every device has settled (connected and delivered, or failed). */
   readonly after?: "settled";
-  /** "reconnected": wait (at most waitMs) until every device is connected, or terminal if disabled. */
+  /**
+   * "reconnected": wait (at most waitMs) until every device is connected, but for those of the
+   * `disable` wave(s), which must be failed or backing off.
+   */
   readonly until?: "reconnected";
   /** Wait this long (after `after`), or at most this long for `until`. Default 0. */
   readonly waitMs?: number;
   readonly do: TimelineAction;
   /** hub-down / hub-up: one hub's host name (default: every hub). */
   readonly hub?: string;
-  /** disable: the share of the fleet to disable in DPS and on its hub (chosen from the seed). */
+  /**
+   * disable: the share of the fleet to disable in DPS and on its hub (chosen from the seed).
+   * hub-disable: the share to disable on its hub only, the enrollment left enabled, so that DPS
+   * keeps assigning them to the hub that refuses them (default 1: every device). hub-enable
+   * enables every device a hub-disable disabled.
+   */
   readonly fraction?: number;
-  /** Recovery times are measured from this step under this name. */
+  /**
+   * Names the moment this step is taken (just before its action): recovery times are measured
+   * from it, and the summary counts DPS registrations from each mark to the next.
+   */
   readonly mark?: string;
 }
 
@@ -64,6 +79,18 @@ export interface ScenarioExpectations {
   readonly maxReRegistrations?: number | "wave";
   /** Devices ending in a terminal state: how many ("wave": the disabled wave) and with which code. */
   readonly terminal?: { readonly count: number | "wave"; readonly code?: string };
+  /** The scenario provoked at least this many hub refusals (CONNACK 4/5) per device. */
+  readonly minHubRefusalsPerDevice?: number;
+  /**
+   * Each device's DPS registrations between the two marks are at most registrationsBound(the
+   * time between them, the devices' retry policy) (hosts/desktop/bounds.ts).
+   */
+  readonly registrationsBound?: { readonly from: string; readonly to: string };
+  /**
+   * Every device outside the disabled wave connected again after this mark, the last within
+   * recoveryBoundMs(the devices' retry policy) of it.
+   */
+  readonly recoveryBound?: string;
 }
 
 export interface Scenario {
@@ -120,6 +147,9 @@ export interface ScenarioReport {
   readonly separateProcess: boolean;
   /** Registration ids of the disabled wave(s). */
   readonly wave: readonly string[];
+  /** Registration ids disabled on their hub only (hub-disable), and how many of them the emulator did not know. */
+  readonly hubDisabled: readonly string[];
+  readonly hubDisableMisses: number;
 }
 
 class ScenarioError extends Error {
@@ -150,12 +180,28 @@ export function checkScenario(value: unknown, where = "scenario"): Scenario {
   need(e.disabledFraction === undefined || isFraction(e.disabledFraction), `${where}.emulator.disabledFraction must be within 0..1`);
   (s.timeline ?? []).forEach((step, i) => {
     const at = `${where}.timeline[${i}]`;
-    need(["hub-down", "hub-up", "disable", "end"].includes(step.do), `${at}.do must be hub-down, hub-up, disable or end`);
+    need(ACTIONS.includes(step.do), `${at}.do must be one of ${ACTIONS.join(", ")}`);
     need(step.after === undefined || step.after === "settled", `${at}.after must be "settled"`);
     need(step.until === undefined || step.until === "reconnected", `${at}.until must be "reconnected"`);
     need(step.waitMs === undefined || isInt(step.waitMs), `${at}.waitMs must be an integer ≥ 0`);
     need(step.do !== "disable" || isFraction(step.fraction), `${at}.fraction must be within 0..1 for "disable"`);
+    need(step.fraction === undefined || isFraction(step.fraction), `${at}.fraction must be within 0..1`);
+    need(step.mark === undefined || (typeof step.mark === "string" && step.mark.length > 0), `${at}.mark must be a non-empty string`);
   });
+  const marks = (s.timeline ?? []).map((step) => step.mark).filter((m) => m !== undefined);
+  const x = s.expect ?? {};
+  need(x.minHubRefusalsPerDevice === undefined || (typeof x.minHubRefusalsPerDevice === "number" && x.minHubRefusalsPerDevice >= 0), `${where}.expect.minHubRefusalsPerDevice must be a number ≥ 0`);
+  if (x.registrationsBound !== undefined) {
+    const b = x.registrationsBound;
+    const from = marks.indexOf(b?.from);
+    need(from >= 0 && marks[from + 1] === b.to, `${where}.expect.registrationsBound must name two consecutive marks of the timeline, { "from": "...", "to": "..." }`);
+  }
+  need(x.recoveryBound === undefined || marks.includes(x.recoveryBound), `${where}.expect.recoveryBound must name a mark of the timeline`);
+  try {
+    retryPolicy(s.retryPolicy ?? {});
+  } catch (error) {
+    throw new ScenarioError(`${where}.retryPolicy: ${(error as Error).message}`);
+  }
   need(s.host?.maxConnecting === undefined || isInt(s.host.maxConnecting), `${where}.host.maxConnecting must be an integer ≥ 0`);
   need(s.timeoutMs === undefined || isInt(s.timeoutMs, 1), `${where}.timeoutMs must be an integer ≥ 1`);
   return s;
@@ -215,6 +261,9 @@ export async function runScenario(scenario: Scenario, options: RunScenarioOption
   const groupId = `${scenario.name}-group`;
   const disabledAtStart = new Set(pickWave(ids, scenario.emulator?.disabledFraction ?? 0, seed ^ 0x5eed, new Set()));
   const wave: string[] = [...disabledAtStart];
+  const hubDisabled: string[] = [];
+  let hubDisableMisses = 0;
+  const policy = retryPolicy(scenario.retryPolicy ?? {});
   const emulator: EmulatorHandle = await launchEmulator({
     separateProcess,
     seed,
@@ -252,8 +301,10 @@ export async function runScenario(scenario: Scenario, options: RunScenarioOption
               if (step.after === "settled") await fleet.settled;
               if (step.until === "reconnected") {
                 const deadline = Date.now() + (step.waitMs ?? 60_000);
-                // The wave's devices count once they are terminal: until then they are on their way there.
-                const done = () => fleet.connectedNow() + fleet.progress().failed >= count && fleet.progress().failed >= wave.length;
+                // The wave's devices count once they are terminal or backing off: until then they are
+                // on their way there. Every other device must be connected (one backing off after a
+                // refusal that has ended has not recovered yet).
+                const done = () => fleet.connectedNow() >= count - wave.length && fleet.progress().failed >= wave.length;
                 while (Date.now() < deadline && !done()) await sleep(100);
               } else if (step.waitMs) {
                 await sleep(step.waitMs);
@@ -273,6 +324,18 @@ export async function runScenario(scenario: Scenario, options: RunScenarioOption
                   await emulator.callMany("setDeviceEnabled", chosen.map((id) => [id, false] as [string, boolean]));
                   break;
                 }
+                case "hub-disable": {
+                  // On the hub only: the enrollment stays enabled, DPS keeps assigning the device to
+                  // the same hub (the allocation is a hash of the id), and the hub answers CONNACK 5.
+                  const already = new Set(hubDisabled);
+                  const chosen = pickWave(ids, step.fraction ?? 1, seed ^ (0x4b0b + hubDisabled.length), new Set([...wave, ...already]));
+                  hubDisabled.push(...chosen);
+                  hubDisableMisses += await emulator.callMany("setDeviceEnabled", chosen.map((id) => [id, false] as [string, boolean]));
+                  break;
+                }
+                case "hub-enable":
+                  await emulator.callMany("setDeviceEnabled", hubDisabled.map((id) => [id, true] as [string, boolean]));
+                  break;
                 case "end":
                   return;
               }
@@ -308,8 +371,11 @@ export async function runScenario(scenario: Scenario, options: RunScenarioOption
       emulatorUsage,
       separateProcess,
       wave,
+      hubDisabled,
+      hubDisableMisses,
     };
-    report.checks.push(...evaluate(scenario.expect ?? {}, report.summary, wave.length, count));
+    if (hubDisableMisses > 0) report.checks.push({ name: "hub-disable reached every device", ok: false, detail: `${hubDisableMisses} of ${hubDisabled.length} devices were not on any hub yet` });
+    report.checks.push(...evaluate(scenario.expect ?? {}, report.summary, wave.length, count, policy));
     return report;
   } finally {
     await emulator.stop();
@@ -324,7 +390,7 @@ export async function runScenario(scenario: Scenario, options: RunScenarioOption
 export const TIMER_RESOLUTION_MS = 2;
 
 /** The expectations against a summary: one check per expectation, each saying what it saw. */
-export function evaluate(expect: ScenarioExpectations, s: FleetSummary, waveSize: number, count: number): ScenarioCheck[] {
+export function evaluate(expect: ScenarioExpectations, s: FleetSummary, waveSize: number, count: number, policy: RetryPolicy = retryPolicy()): ScenarioCheck[] {
   const checks: ScenarioCheck[] = [];
   const add = (name: string, ok: boolean, detail: string) => checks.push({ name, ok, detail });
   const allConnected = expect.allConnected ?? waveSize === 0;
@@ -371,6 +437,35 @@ export function evaluate(expect: ScenarioExpectations, s: FleetSummary, waveSize
   if (expect.maxReRegistrations !== undefined) {
     const max = expect.maxReRegistrations === "wave" ? waveSize : expect.maxReRegistrations;
     add("re-registration only where the table says", s.hub.reRegistrations <= max, `${s.hub.reRegistrations} re-registrations after connecting (want ≤ ${max}), ${s.hub.reprovisionOutcomes} hub refusals calling for one`);
+  }
+  if (expect.minHubRefusalsPerDevice !== undefined) {
+    const want = Math.ceil(expect.minHubRefusalsPerDevice * count);
+    add("the scenario provoked hub refusals", s.hub.reprovisionOutcomes >= want, `${s.hub.reprovisionOutcomes} hub refusals (want ≥ ${want})`);
+  }
+  if (expect.registrationsBound) {
+    const { from, to } = expect.registrationsBound;
+    const w = s.windows.find((x) => x.from === from && x.to === to);
+    if (!w) add("DPS registrations within the bound", false, `the run has no window from ${from} to ${to} (did it time out?)`);
+    else {
+      const bound = registrationsBound(w.ms, policy);
+      const fast = 2 * (1 + policy.budget.maxAttempts);
+      add(
+        "DPS registrations within the bound",
+        w.registrations.perDevice.max <= bound,
+        `at most ${w.registrations.perDevice.max} per device in the ${(w.ms / 60_000).toFixed(1)} min from ${from} to ${to} (bound ${bound} = 2×(1 + ${policy.budget.maxAttempts}) + ${bound - fast} long-tail wakes)`,
+      );
+    }
+  }
+  if (expect.recoveryBound !== undefined) {
+    const rec = s.recoveries[expect.recoveryBound];
+    const bound = recoveryBoundMs(policy);
+    const want = count - waveSize;
+    const last = rec?.afterMs?.max;
+    add(
+      "every device back within the recovery bound",
+      rec !== undefined && rec.devices >= want && last !== undefined && last <= bound,
+      `${rec?.devices ?? 0}/${want} connected again after ${expect.recoveryBound}, the last after ${last ?? "n/a"} ms (bound ${bound} ms)`,
+    );
   }
   if (expect.terminal) {
     const want = expect.terminal.count === "wave" ? waveSize : expect.terminal.count;
