@@ -2,7 +2,8 @@
 //   - the npm packages (npm ci, when node_modules is missing or older than the lock file);
 //   - the XS engine as a command-line `xsnap`, built from the sources in the npm package
 //     @agoric/xsnap (fetched with `npm pack`, so no install script of a dependency is relied on);
-//   - Debian's mosquitto, the real MQTT broker some tests run against (when root and missing).
+//   - Debian's mosquitto, the real MQTT broker some tests run against (when root and missing);
+//   - Debian's chromium, the headless browser the dashboard test drives (when root and missing).
 // Uses only Node built-ins so that it runs on a fresh clone.
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from "node:fs";
@@ -73,10 +74,30 @@ export function ensureMosquitto() {
   return true;
 }
 
-export function setup({ xs = true, broker = true } = {}) {
+// The dashboard test drives it with playwright-core; playwright's own browser download does not
+// work here (no network but the package registries), so Debian's package is the browser.
+export const chromiumBin = "/usr/bin/chromium";
+
+export function ensureChromium() {
+  if (existsSync(chromiumBin)) return true;
+  if (typeof process.getuid !== "function" || process.getuid() !== 0) {
+    say(`chromium is missing (${chromiumBin}) and this is not root: the dashboard's browser test will be skipped`);
+    return false;
+  }
+  say("installing Debian's chromium (for the dashboard's browser test)");
+  run("apt-get", ["update", "-qq"], { stdio: ["ignore", "ignore", "inherit"] });
+  run("apt-get", ["install", "-y", "-qq", "--no-install-recommends", "chromium"], {
+    stdio: ["ignore", "ignore", "inherit"],
+    env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" },
+  });
+  return true;
+}
+
+export function setup({ xs = true, broker = true, browser = true } = {}) {
   ensureNodeModules();
   if (xs) ensureXsnap();
   if (broker) ensureMosquitto();
+  if (browser) ensureChromium();
   writeFileSync(join(root, ".cache", "setup.json"), JSON.stringify({ xsnap: xs ? xsnapBin : null }, null, 2));
 }
 

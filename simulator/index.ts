@@ -152,6 +152,7 @@ class EmulatorImpl implements Emulator {
   #sweeper: NodeJS.Timeout | undefined;
   #sweeps = 0;
   #stopping: Promise<void> | undefined;
+  #closeAdmin: () => void = () => {};
   readonly #connectTimeoutMs: number;
 
   constructor(options: EmulatorOptions, config: EmulatorConfig, identity: { caPem: string; caPath: string }) {
@@ -236,7 +237,9 @@ class EmulatorImpl implements Emulator {
     const hubTls = mqtt("hub", true);
     const hubTcp = mqtt("hub", false);
     const https = createHttpsServer(tlsOptions, lookupHandler(this.#ctx, this.#limits.operations));
-    const admin = createHttpServer(adminHandler(this));
+    const adminRoutes = adminHandler(this);
+    this.#closeAdmin = () => adminRoutes.close();
+    const admin = createHttpServer(adminRoutes);
     this.#httpServers.push(https, admin);
     try {
       const [dpsTlsPort, dpsTcpPort, hubTlsPort, hubTcpPort, httpsPort, adminPort] = await Promise.all([
@@ -378,6 +381,7 @@ class EmulatorImpl implements Emulator {
   }
 
   async #stop(): Promise<void> {
+    this.#closeAdmin();
     if (this.#sweeper) clearInterval(this.#sweeper);
     for (const timer of this.#timers) clearTimeout(timer);
     this.#timers.clear();
