@@ -1818,12 +1818,13 @@ export function driverSequence(seed: number, index: number, options: DriverSeque
       appCall(w, "send", stopped ? ["STOPPED", "QUEUE_FULL", "OVERSIZE"] : ["QUEUE_FULL", "OVERSIZE"], () => rt.send(message));
     } else if (name === "reprovision") {
       const state = rt.state;
-      appCall(w, "reprovision", state === "idle" || state === "stopped" ? ["ILLEGAL_EVENT"] : [], () => rt.reprovision());
+      // Illegal before start, and once stop() was called (its event may still be queued).
+      appCall(w, "reprovision", state === "idle" || stopped ? ["ILLEGAL_EVENT"] : [], () => rt.reprovision());
     } else if (name === "stop") {
       stopped = true; // before the call: the listener may send from inside it
       appCall(w, "stop", [], () => rt.stop());
     } else {
-      appCall(w, "start", started ? ["ILLEGAL_EVENT"] : [], () => rt.start());
+      appCall(w, "start", started || stopped ? ["ILLEGAL_EVENT"] : [], () => rt.start());
       started = true;
     }
   };

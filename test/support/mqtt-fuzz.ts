@@ -507,7 +507,7 @@ export function moddableSequence(seed: number, index: number, options: ModdableS
   let started = false;
   const appCall = (name: string): void => {
     const rt = runtime!;
-    const codes = name === "send" ? (stopped ? ["STOPPED", "QUEUE_FULL", "OVERSIZE"] : ["QUEUE_FULL", "OVERSIZE"]) : name === "start" ? (started ? ["ILLEGAL_EVENT"] : []) : name === "reprovision" ? (rt.state === "idle" || rt.state === "stopped" ? ["ILLEGAL_EVENT"] : []) : [];
+    const codes = name === "send" ? (stopped ? ["STOPPED", "QUEUE_FULL", "OVERSIZE"] : ["QUEUE_FULL", "OVERSIZE"]) : name === "start" ? (started || stopped ? ["ILLEGAL_EVENT"] : []) : name === "reprovision" ? (rt.state === "idle" || stopped ? ["ILLEGAL_EVENT"] : []) : [];
     if (name === "stop") stopped = true;
     try {
       if (name === "send") rt.send(r() < 0.5 ? { t: 21.5 } : "x".repeat(int(r, 3000)));
