@@ -1,8 +1,14 @@
 // The emulator's configuration: the types of the public contract and the checks that turn a JSON
 // file (or an object from a test) into something the service can trust. Every check throws an
 // EmulatorError that names the field, so a typo in a config file is found at start, not mid-run.
+//
+// A file is checked against schemas/emulator-config.schema.json first (the schema editors use:
+// `"$schema": "../schemas/emulator-config.schema.json"`), then by the checks below, which also
+// cover what a schema cannot say (keys that decode to 16 bytes, hub names listed twice). An object
+// from code goes through the checks below, then the same schema.
 import { readFileSync } from "node:fs";
 import { EmulatorError, INJECTABLE_STATUSES } from "./errors.js";
+import { formatIssues, validate } from "./json-schema.js";
 import { decodeKey } from "./sas.js";
 import { isDeviceId } from "./topics.js";
 
@@ -60,6 +66,8 @@ export interface HubConfig {
 }
 
 export interface EmulatorConfig {
+  /** The schema a file follows, for editors (ignored). */
+  $schema?: string;
   idScope: string;
   hubs: HubConfig[];
   allocationPolicy?: "hashed" | "static";
@@ -88,7 +96,10 @@ const POLICIES: readonly ReprovisionPolicy[] = ["reprovisionAndMigrate", "reprov
 /** IoT Hub's limit on a device-to-cloud message: 256 KiB. */
 export const HUB_MAX_MESSAGE_BYTES = 256 * 1024;
 
-const CONFIG_FIELDS = ["idScope", "hubs", "allocationPolicy", "assignAfterPolls", "retryAfterSeconds", "enrollments", "limits", "faults", "reprovisionPolicy", "unknownRegistrationStatus", "telemetryLimit"];
+/** The schema of a config file, in schemas/ (simulator/json-schema.ts reads it). */
+export const CONFIG_SCHEMA = "emulator-config.schema.json";
+
+const CONFIG_FIELDS = ["$schema", "idScope", "hubs", "allocationPolicy", "assignAfterPolls", "retryAfterSeconds", "enrollments", "limits", "faults", "reprovisionPolicy", "unknownRegistrationStatus", "telemetryLimit"];
 const HUB_FIELDS = ["hostName", "allocationWeight", "maxMessageBytes"];
 const LIMIT_FIELDS = ["registrationsPerMinute", "operationsPerMinute", "pollsPerDevicePer10s"] as const;
 
@@ -263,6 +274,10 @@ export function checkConfig(input: EmulatorConfig): EmulatorConfig {
   const faults = input.faults ?? [];
   if (!Array.isArray(faults)) fail("faults", "must be an array");
   faults.forEach((f, i) => checkFaultRule(f, `faults[${i}]`));
+  // What the checks above do not look at (a key misspelt inside an enrollment or an initialTwin),
+  // the schema does; for a file it already has (loadConfigFile).
+  const issues = validate(CONFIG_SCHEMA, input);
+  if (issues.length > 0) throw new EmulatorError("INVALID_CONFIG", formatIssues("", issues));
   return {
     ...input,
     allocationPolicy: input.allocationPolicy ?? "hashed",
@@ -295,6 +310,8 @@ export function loadConfigFile(path: string): EmulatorConfig {
   } catch (error) {
     throw new EmulatorError("INVALID_CONFIG", `config file ${path} is not JSON: ${(error as Error).message}`);
   }
+  const issues = validate(CONFIG_SCHEMA, parsed);
+  if (issues.length > 0) throw new EmulatorError("INVALID_CONFIG", formatIssues(path, issues));
   try {
     return checkConfig(parsed as EmulatorConfig);
   } catch (error) {
