@@ -20,6 +20,7 @@ import { CommandLineError, integer, parseCommandLine, usageOf } from "../hosts/d
 import { NodeHttpsPort } from "../hosts/desktop/https.js";
 import { isLocalhostName, NodeMqttConnector, transportFaultOf } from "../hosts/desktop/mqtt.js";
 import type { TransportFault } from "../modules/ports.js";
+import { scenarioEmulatorConfig, scenarioGroupKey, scenarioHash, loadScenario as loadScenarioFile } from "../hosts/desktop/scenario.js";
 import { startEmulator, type Emulator } from "../simulator/index.js";
 import { createTestCertificates } from "./support/certs.js";
 
@@ -93,6 +94,15 @@ function finished(t: ExecutionContext, r: Ran, code: number): void {
 
 // ---- usage errors, --help, --version -------------------------------------------------------
 
+/** Files the usage errors below read: a scenario with misspelt keys, a JSON file that is no report. */
+const scratch = mkdtempSync(join(tmpdir(), "cli-test-files-"));
+const TYPO_SCENARIO = join(scratch, "typo.json");
+writeFileSync(TYPO_SCENARIO, JSON.stringify({ name: "typo", seed: 1, devices: { count: 2, mesages: 1 }, expct: {} }));
+const NOT_A_REPORT = join(scratch, "not-a-report.json");
+writeFileSync(NOT_A_REPORT, '{"hello": 1}');
+test.after.always(() => rmSync(scratch, { recursive: true, force: true }));
+const esc = (text: string) => text.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&");
+
 const usageErrors: ReadonlyArray<readonly [Command, readonly string[], RegExp]> = [
   ["dps-demo", ["--bogus"], /^dps-demo: unknown option --bogus\n/],
   ["dps-demo", ["stray"], /^dps-demo: unexpected argument "stray"/],
@@ -118,6 +128,21 @@ const usageErrors: ReadonlyArray<readonly [Command, readonly string[], RegExp]> 
   ["dps-fleet", ["--scenario", SCENARIO, "--count", "-1"], /^dps-fleet: --count must be an integer from 1 to \d+, got "-1"\n/],
   ["dps-fleet", ["--scenario", SCENARIO, "--max-connecting", "many"], /^dps-fleet: --max-connecting must be an integer from 0 to \d+, got "many"\n/],
   ["dps-fleet", ["--scenario", "/nonexistent/scenario.json"], /^dps-fleet: --scenario: \/nonexistent\/scenario\.json: ENOENT/],
+  ["dps-fleet", ["--scenario", TYPO_SCENARIO], new RegExp(`^dps-fleet: --scenario: ${esc(TYPO_SCENARIO)}: devices\\.mesages: unknown key "mesages" \\(did you mean "messages"\\?\\)\n${esc(TYPO_SCENARIO)}: expct: unknown key "expct" \\(did you mean "expect"\\?\\)\n`)],
+  ["dps-fleet", ["--scenario", SCENARIO, "--json", "/nonexistent/dir/r.json"], /^dps-fleet: --json \/nonexistent\/dir\/r\.json: the folder \/nonexistent\/dir does not exist\n/],
+  ["dps-fleet", ["--scenario", SCENARIO, "--json", tmpdir()], /^dps-fleet: --json .*: is a folder; give the file to write\n/],
+  ["dps-fleet", ["--scenario", SCENARIO, "--shard", "3/2"], /^dps-fleet: --shard must be K\/N with 1 ≤ K ≤ N ≤ 99999 \(shard K of N\), got "3\/2"\n/],
+  ["dps-fleet", ["--scenario", SCENARIO, "--shard", "2/2"], /^dps-fleet: --shard 2\/2: the shards of one fleet run against one service: give --emulator-admin URL/],
+  ["dps-fleet", ["--scenario", SCENARIO, "--emulator-admin", "localhost:8090"], /^dps-fleet: --emulator-admin must be an http:\/\/ URL, got "localhost:8090"\n/],
+  ["dps-fleet", ["--scenario", SCENARIO, "--emulator-admin", "http://127.0.0.1:8090", "--dps-port", "8883"], /^dps-fleet: --dps-port does not go with --emulator-admin/],
+  ["dps-fleet", ["--scenario", SCENARIO, "--start-at", "soon"], /^dps-fleet: --start-at must be a time \(ISO 8601/],
+  ["dps-fleet", ["--scenario", SCENARIO, "--start-at", "2001-01-01T00:00:00Z"], /^dps-fleet: --start-at 2001-01-01T00:00:00Z is past: give a moment within the next 24 h\n/],
+  ["dps-fleet", ["--scenario", join(ROOT, "hosts", "desktop", "scenarios", "hub-outage.json"), "--id-scope", "0ne00000001", "--endpoint", "dps.example"], /^dps-fleet: a DPS needs the group enrollment's key in DPS_GROUP_KEY/],
+  ["dps-fleet", ["merge"], /^dps-fleet merge: give the JSON reports of the shards: dps-fleet merge r1\.json r2\.json \.\.\.\n/],
+  ["dps-fleet", ["merge", NOT_A_REPORT], new RegExp(`^dps-fleet merge: ${esc(NOT_A_REPORT)}: not a dps-fleet report \\(no "format": "dps-fleet-report/1"\\)`)],
+  ["dps-fleet", ["merge", "/nonexistent/r1.json"], /^dps-fleet merge: \/nonexistent\/r1\.json: ENOENT/],
+  ["dps-fleet", ["merge", NOT_A_REPORT, "--bogus"], /^dps-fleet merge: unknown option --bogus\n/],
+  ["dps-fleet", ["emulator-config"], /^dps-fleet emulator-config: --scenario FILE is required\n/],
   ["dps-emulator", ["--bogus"], /^dps-emulator: unknown option --bogus\n/],
   ["dps-emulator", ["stray"], /^dps-emulator: unexpected argument "stray"/],
   ["dps-emulator", ["--seed", "x"], /^dps-emulator: --seed must be an integer, got "x"\n/],
@@ -350,4 +375,53 @@ test("dps-demo --fleet on a pipe: no carriage returns, progress lines at most ev
   const seconds = Number(/ in ([\d.]+) s\n/.exec(r.stdout)?.[1] ?? NaN);
   const progress = r.stdout.split("\n").filter((line) => /^ {2}\d+\.\d s: \d+ booted/.test(line)).length;
   t.true(progress <= Math.floor(seconds / 5) + 1, `${progress} progress lines in ${seconds} s`);
+});
+
+// ---- dps-fleet: shards of one run against one emulator started on its own, and their merge -------
+
+test("dps-fleet --shard 1/2 and 2/2 against one emulator (--emulator-admin), then dps-fleet merge: one summary of the fleet; a shard of another run is refused (exit 2); --id-scope/--endpoint runs against any DPS", async (t) => {
+  const scenario = loadScenarioFile(SCENARIO);
+  const dir = mkdtempSync(join(tmpdir(), "cli-test-shards-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const e = await startEmulator({ stateDir: join(dir, "emulator"), seed: 3, config: scenarioEmulatorConfig(scenario, { count: 40 }) });
+  t.teardown(() => e.stop());
+  const shard = (k: number) =>
+    run("dps-fleet", ["--scenario", SCENARIO, "--count", "40", "--stagger", "500", "--shard", `${k}/2`, "--emulator-admin", e.endpoints.admin.url, "--json", join(dir, `r${k}.json`), "--quiet"], { timeoutMs: 60_000 });
+  const [one, two] = await Promise.all([shard(1), shard(2)]);
+  finished(t, one, 0);
+  finished(t, two, 0);
+  t.regex(one.stdout, /^scenario mass-boot: 20 devices \(shard 1\/2\), seed 1\n/);
+  t.regex(one.stdout, /\nrun: count 40 \(--count\), seed 1 \(the scenario's seed\), stagger 500 ms \(--stagger\), max-connecting 256 \(the scenario's host\.maxConnecting\), messages 1, timeout 600000 ms, shard 1\/2 \(20 devices here\); scenario sha256 [0-9a-f]{16}\n/);
+  t.regex(two.stdout, new RegExp(`\\nreproduce: dps-fleet --scenario ${esc(SCENARIO)} --count 40 --seed 1 --stagger 500 --max-connecting 256 --shard 2/2 --emulator-admin ${esc(e.endpoints.admin.url)}\\n`));
+  t.is(e.registrations().length, 40, "the emulator registered the whole fleet");
+
+  const merged = await run("dps-fleet", ["merge", join(dir, "r1.json"), join(dir, "r2.json"), "--json", join(dir, "merged.json")]);
+  finished(t, merged, 0);
+  t.regex(merged.stdout, /^merged 2 shards of scenario mass-boot: 40 devices, seed 1, against the shared emulator at http/);
+  t.regex(merged.stdout, /\nfleet: 40\/40 connected \(40 at the end\), 40 delivered all telemetry/);
+  t.regex(merged.stdout, /\nPASS every device connected: 40\/40 connected\n/);
+  t.notRegex(merged.stdout, /\nFAIL /);
+  const report = JSON.parse(readFileSync(join(dir, "merged.json"), "utf8")) as { format: string; summary: { total: number }; shards: unknown[] };
+  t.is(report.format, "dps-fleet-report/1");
+  t.is(report.summary.total, 40);
+  t.is(report.shards.length, 2);
+
+  const other = JSON.parse(readFileSync(join(dir, "r2.json"), "utf8")) as { run: { seed: number } };
+  other.run.seed = 2;
+  writeFileSync(join(dir, "other.json"), JSON.stringify(other));
+  const refused = await run("dps-fleet", ["merge", join(dir, "r1.json"), join(dir, "other.json")]);
+  finished(t, refused, 2);
+  t.regex(refused.stderr, new RegExp(`^dps-fleet merge: ${esc(join(dir, "other.json"))} is not a shard of the same run as ${esc(join(dir, "r1.json"))}: seed 2, not 1\\n`));
+
+  // The same fleet as a DPS sees it: no admin API, the group key from DPS_GROUP_KEY.
+  const direct = await run(
+    "dps-fleet",
+    ["--scenario", SCENARIO, "--count", "10", "--stagger", "200", "--quiet", "--id-scope", e.idScope, "--endpoint", "global.azure-devices-provisioning.localhost",
+      "--dps-port", String(e.endpoints.dps.tlsPort), "--hub-port", String(e.endpoints.hub.tlsPort), "--lookup-port", String(e.endpoints.https.port), "--ca", e.caPath],
+    { env: { DPS_GROUP_KEY: scenarioGroupKey(scenarioHash(scenario), scenario.seed) }, timeoutMs: 60_000 },
+  );
+  finished(t, direct, 0);
+  t.regex(direct.stdout, /against DPS global\.azure-devices-provisioning\.localhost:\d+ \(id scope 0ne00F1EE70\)\n/);
+  t.regex(direct.stdout, /\nreproduce: DPS_GROUP_KEY=… dps-fleet --scenario .* --id-scope 0ne00F1EE70 --endpoint global\.azure-devices-provisioning\.localhost --dps-port \d+ --hub-port \d+ --lookup-port \d+ --ca /);
+  t.regex(direct.stdout, /\nfleet: 10\/10 connected/);
 });

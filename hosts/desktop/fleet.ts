@@ -28,6 +28,11 @@ export interface FleetOptions {
   readonly transport: DesktopTransport;
   /** Boots are spread uniformly at random over this window (default 0: all at once). */
   readonly staggerMs?: number;
+  /**
+   * Each device's boot, in ms after the start, instead of a draw from `random` over `staggerMs`:
+   * a sharded fleet takes its devices' times from the whole fleet's schedule (scenario.ts).
+   */
+  readonly bootDelayFor?: (index: number) => number;
   /** Telemetry messages each device sends once connected (default 1). */
   readonly messages?: number;
   /** Give up on devices not settled after this long (default 120 s). */
@@ -374,7 +379,13 @@ export class ConnectGate implements MqttConnector {
 
 const noop = () => {};
 
+/** Runs the fleet and summarises it (runFleetRaw, then summarizeFleet). */
 export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
+  return summarizeFleet(await runFleetRaw(options));
+}
+
+/** Runs the fleet; returns what it saw, in a form that shards of one fleet can merge (mergeFleetRaw). */
+export async function runFleetRaw(options: FleetOptions): Promise<FleetRaw> {
   const start = Date.now();
   const messages = options.messages ?? 1;
   const random = options.random ?? mathRandom;
@@ -428,7 +439,7 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
     }
     if (s.state === "retrying" && s.delayMs !== undefined) {
       count(retryCauses, s.httpStatus !== undefined ? String(s.httpStatus) : s.connack !== undefined ? `connack-${s.connack}` : `fault-${s.fault ?? "?"}`);
-      retryDue.push(now - start + s.delayMs);
+      retryDue.push(now + s.delayMs);
       retryDelays.push(s.delayMs);
       d.pendingRetry = { at: now, delayMs: s.delayMs, retryAfterMs: s.httpStatus !== undefined ? d.wireRetryAfterMs : undefined };
     } else if (d.pendingRetry && (s.state === "connecting" || s.state === "registering" || s.state === "polling" || s.state === "looking-up")) {
@@ -451,7 +462,7 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
       d.hubLossSeen = true;
       if (d.lostHubAt === undefined) d.lostHubAt = now;
       if (s.delayMs !== undefined) {
-        hubRetryDue.push(now - start + s.delayMs);
+        hubRetryDue.push(now + s.delayMs);
         hubDelays.push(s.delayMs);
       }
     } else if (s.state === "refused") {
@@ -563,7 +574,7 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
       );
       d.runtime.start();
     };
-    const delay = options.staggerMs ? random() * options.staggerMs : 0;
+    const delay = options.bootDelayFor ? options.bootDelayFor(i) : options.staggerMs ? random() * options.staggerMs : 0;
     if (delay > 0) timers.push(setTimeout(boot, delay));
     else boot();
   }
@@ -604,66 +615,221 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
   const connectedAtEnd = connectedNow;
   for (const d of devices) d.runtime?.stop();
 
-  const times = devices.filter((d) => d.connectedAt !== undefined).map((d) => d.connectedAt! - d.bootedAt!);
-  const failed = devices.filter((d) => d.failure).map((d) => ({ registrationId: d.registrationId, code: d.failure!.code, message: d.failure!.message }));
-  const terminalReasons: Record<string, number> = {};
-  // Tracking ids and operation ids make every message unique: group by the rest.
-  for (const f of failed) count(terminalReasons, `${f.code}: ${f.message.replace(/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/gi, "<id>")}`);
-  const recoveries: FleetSummary["recoveries"] = {};
+  const reached = devices.filter((d) => d.connectedAt !== undefined);
+  const recoveries: Record<string, number[]> = {};
   for (const m of marks) {
-    const after = devices.filter((d) => d.lastConnectedAt !== undefined && d.lastConnectedAt >= m.at && d.connectedAt! < m.at).map((d) => d.lastConnectedAt! - m.at);
-    recoveries[m.name] = { devices: after.length, afterMs: after.length ? percentiles(after) : undefined };
+    recoveries[m.name] = devices.filter((d) => d.lastConnectedAt !== undefined && d.lastConnectedAt >= m.at && d.connectedAt! < m.at).map((d) => d.lastConnectedAt! - m.at);
   }
-  const windows: FleetWindow[] = [];
+  const windows: FleetRaw["windows"][number][] = [];
   for (let m = 0; m < marks.length; m++) {
     const from = marks[m];
     const to = marks[m + 1] ?? { name: "the end", at: end };
-    const per = devices.map((d) => d.registerTimes.filter((t) => t >= from.at && t < to.at).length);
-    const distribution: Record<string, number> = {};
-    for (const n of per) count(distribution, String(n));
-    windows.push({ from: from.name, to: to.name, ms: to.at - from.at, registrations: { total: per.reduce((a, b) => a + b, 0), perDevice: percentiles(per), distribution } });
+    windows.push({ from: from.name, to: to.name, ms: to.at - from.at, perDevice: devices.map((d) => d.registerTimes.filter((t) => t >= from.at && t < to.at).length) });
   }
-  const reached = devices.filter((d) => d.connectedAt !== undefined);
   return {
     total: options.count,
-    connected: times.length,
+    messages,
+    startedAt: start,
+    endedAt: end,
     connectedAtEnd,
     delivered: devices.filter((d) => d.acked >= messages && d.connectedAt !== undefined).length,
-    failed,
     everBackedOff: devices.filter((d) => d.everDown).length,
-    terminalReasons,
+    fromCache: devices.filter((d) => d.fromCache).length,
+    failed: devices.filter((d) => d.failure).map((d) => ({ registrationId: d.registrationId, code: d.failure!.code, message: d.failure!.message })),
     timedOut,
-    timeToConnectedMs: times.length ? percentiles(times) : undefined,
-    dpsAttempts: percentiles(devices.map((d) => d.attempts)),
-    registers: percentiles(devices.map((d) => d.registers)),
+    timeToConnectedMs: reached.map((d) => d.connectedAt! - d.bootedAt!),
+    dpsAttempts: devices.map((d) => d.attempts),
+    registers: devices.map((d) => d.registers),
     statusCodes,
     hubStates,
-    fromCache: devices.filter((d) => d.fromCache).length,
     retries: {
-      count: retryDue.length,
+      due: retryDue,
+      delays: retryDelays,
       causes: retryCauses,
-      delayMs: retryDelays.length ? percentiles(retryDelays) : undefined,
       withRetryAfter,
       retryAfterMarginMs: withRetryAfter ? retryAfterMargin : undefined,
       scheduleMarginMs: Number.isFinite(scheduleMargin) ? scheduleMargin : undefined,
-      peakPer100ms: peakInWindow(retryDue, 100),
-      distinctShare: distinctShare(retryDue),
     },
-    hub: {
-      retries: hubDelays.length,
-      minGapMs: Number.isFinite(hubMinGap) ? hubMinGap : undefined,
-      delayMs: hubDelays.length ? percentiles(hubDelays) : undefined,
-      peakPer100ms: peakInWindow(hubRetryDue, 100),
-      reRegistrations,
-      reprovisionOutcomes,
-    },
+    hub: { due: hubRetryDue, delays: hubDelays, minGapMs: Number.isFinite(hubMinGap) ? hubMinGap : undefined, reRegistrations, reprovisionOutcomes },
+    marks,
     recoveries,
     windows,
-    roundTrips:
-      options.countRoundTrips && reached.length
-        ? { dps: percentiles(reached.map((d) => d.rtDps)), hub: percentiles(reached.map((d) => d.rtHub)), connections: percentiles(reached.map((d) => d.connections)) }
-        : undefined,
-    elapsedMs: end - start,
+    roundTrips: options.countRoundTrips && reached.length ? { dps: reached.map((d) => d.rtDps), hub: reached.map((d) => d.rtHub), connections: reached.map((d) => d.connections) } : undefined,
+  };
+}
+
+/**
+ * Everything a fleet run saw, per device and per event, before it is summarised: lists of values
+ * (so that percentiles of merged shards are exact: they are the percentiles of the union), counters
+ * (added), smallest margins (the smaller wins), and times since the epoch (so that "due in one
+ * 100 ms window" holds across processes whose clocks agree). A shard's JSON report carries it.
+ */
+export interface FleetRaw {
+  /** Devices run. */
+  readonly total: number;
+  readonly messages: number;
+  /** Date.now() at the start and at the end of the run. */
+  readonly startedAt: number;
+  readonly endedAt: number;
+  readonly connectedAtEnd: number;
+  readonly delivered: number;
+  readonly everBackedOff: number;
+  readonly fromCache: number;
+  readonly failed: readonly { readonly registrationId: string; readonly code: string; readonly message: string }[];
+  readonly timedOut: readonly string[];
+  /** Per device that connected: boot to first hub connection. */
+  readonly timeToConnectedMs: readonly number[];
+  /** Per device: DPS retries, register requests. */
+  readonly dpsAttempts: readonly number[];
+  readonly registers: readonly number[];
+  readonly statusCodes: Record<string, number>;
+  readonly hubStates: Record<string, number>;
+  readonly retries: {
+    /** When each DPS retry fell due (ms since the epoch), and its scheduled delay. */
+    readonly due: readonly number[];
+    readonly delays: readonly number[];
+    readonly causes: Record<string, number>;
+    readonly withRetryAfter: number;
+    readonly retryAfterMarginMs?: number;
+    readonly scheduleMarginMs?: number;
+  };
+  readonly hub: {
+    readonly due: readonly number[];
+    readonly delays: readonly number[];
+    readonly minGapMs?: number;
+    readonly reRegistrations: number;
+    readonly reprovisionOutcomes: number;
+  };
+  /** The timeline's marks (ms since the epoch). */
+  readonly marks: readonly { readonly name: string; readonly at: number }[];
+  /** Per mark: for each device that had lost its hub, how long after the mark it was connected again. */
+  readonly recoveries: Record<string, readonly number[]>;
+  /** From each mark to the next (the last: to "the end"): the window's length and each device's DPS registrations in it. */
+  readonly windows: readonly { readonly from: string; readonly to: string; readonly ms: number; readonly perDevice: readonly number[] }[];
+  readonly roundTrips?: { readonly dps: readonly number[]; readonly hub: readonly number[]; readonly connections: readonly number[] };
+}
+
+const tally = (values: readonly number[]): Record<string, number> => {
+  const out: Record<string, number> = {};
+  for (const n of values) out[String(n)] = (out[String(n)] ?? 0) + 1;
+  return out;
+};
+const sum = (values: readonly number[]) => values.reduce((a, b) => a + b, 0);
+
+/** The summary of a run (or of merged shards): percentiles, peaks, grouped reasons. */
+export function summarizeFleet(raw: FleetRaw): FleetSummary {
+  const terminalReasons: Record<string, number> = {};
+  // Tracking ids and operation ids make every message unique: group by the rest.
+  for (const f of raw.failed) {
+    const key = `${f.code}: ${f.message.replace(/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/gi, "<id>")}`;
+    terminalReasons[key] = (terminalReasons[key] ?? 0) + 1;
+  }
+  const recoveries: FleetSummary["recoveries"] = {};
+  for (const [name, after] of Object.entries(raw.recoveries)) recoveries[name] = { devices: after.length, afterMs: after.length ? percentiles(after) : undefined };
+  return {
+    total: raw.total,
+    connected: raw.timeToConnectedMs.length,
+    connectedAtEnd: raw.connectedAtEnd,
+    delivered: raw.delivered,
+    failed: [...raw.failed],
+    everBackedOff: raw.everBackedOff,
+    terminalReasons,
+    timedOut: [...raw.timedOut],
+    timeToConnectedMs: raw.timeToConnectedMs.length ? percentiles(raw.timeToConnectedMs) : undefined,
+    dpsAttempts: percentiles(raw.dpsAttempts),
+    registers: percentiles(raw.registers),
+    statusCodes: { ...raw.statusCodes },
+    hubStates: { ...raw.hubStates },
+    fromCache: raw.fromCache,
+    retries: {
+      count: raw.retries.due.length,
+      causes: { ...raw.retries.causes },
+      delayMs: raw.retries.delays.length ? percentiles(raw.retries.delays) : undefined,
+      withRetryAfter: raw.retries.withRetryAfter,
+      retryAfterMarginMs: raw.retries.retryAfterMarginMs,
+      scheduleMarginMs: raw.retries.scheduleMarginMs,
+      peakPer100ms: peakInWindow(raw.retries.due, 100),
+      distinctShare: distinctShare(raw.retries.due),
+    },
+    hub: {
+      retries: raw.hub.delays.length,
+      minGapMs: raw.hub.minGapMs,
+      delayMs: raw.hub.delays.length ? percentiles(raw.hub.delays) : undefined,
+      peakPer100ms: peakInWindow(raw.hub.due, 100),
+      reRegistrations: raw.hub.reRegistrations,
+      reprovisionOutcomes: raw.hub.reprovisionOutcomes,
+    },
+    recoveries,
+    windows: raw.windows.map((w) => ({ from: w.from, to: w.to, ms: w.ms, registrations: { total: sum(w.perDevice), perDevice: percentiles(w.perDevice), distribution: tally(w.perDevice) } })),
+    roundTrips: raw.roundTrips ? { dps: percentiles(raw.roundTrips.dps), hub: percentiles(raw.roundTrips.hub), connections: percentiles(raw.roundTrips.connections) } : undefined,
+    elapsedMs: raw.endedAt - raw.startedAt,
+  };
+}
+
+function addCounts(into: Record<string, number>, from: Record<string, number>): Record<string, number> {
+  for (const [k, v] of Object.entries(from)) into[k] = (into[k] ?? 0) + v;
+  return into;
+}
+
+function smallest(values: readonly (number | undefined)[]): number | undefined {
+  const defined = values.filter((v): v is number => v !== undefined);
+  return defined.length ? Math.min(...defined) : undefined;
+}
+
+/**
+ * The runs of several shards of one fleet as one: lists joined, counters added, the smallest
+ * margins and gaps kept, the run from the first start to the last end. Windows and recoveries are
+ * joined by mark; a window's length is the shortest any shard measured (each shard marks the
+ * moment on its own clock), so a bound computed from it is the strictest.
+ */
+export function mergeFleetRaw(raws: readonly FleetRaw[]): FleetRaw {
+  if (raws.length === 0) throw new Error("nothing to merge");
+  if (raws.length === 1) return raws[0];
+  const concat = <T>(pick: (r: FleetRaw) => readonly T[]): T[] => raws.flatMap((r) => pick(r));
+  const windows = raws[0].windows.map((w, i) => {
+    const same = raws.map((r) => (r.windows[i]?.from === w.from && r.windows[i]?.to === w.to ? r.windows[i] : r.windows.find((x) => x.from === w.from && x.to === w.to)));
+    return { from: w.from, to: w.to, ms: Math.min(...same.map((x) => x?.ms ?? w.ms)), perDevice: same.flatMap((x) => x?.perDevice ?? []) };
+  });
+  const recoveries: Record<string, number[]> = {};
+  for (const r of raws) for (const [name, after] of Object.entries(r.recoveries)) (recoveries[name] ??= []).push(...after);
+  const withRoundTrips = raws.filter((r) => r.roundTrips);
+  return {
+    total: sum(raws.map((r) => r.total)),
+    messages: raws[0].messages,
+    startedAt: Math.min(...raws.map((r) => r.startedAt)),
+    endedAt: Math.max(...raws.map((r) => r.endedAt)),
+    connectedAtEnd: sum(raws.map((r) => r.connectedAtEnd)),
+    delivered: sum(raws.map((r) => r.delivered)),
+    everBackedOff: sum(raws.map((r) => r.everBackedOff)),
+    fromCache: sum(raws.map((r) => r.fromCache)),
+    failed: concat((r) => r.failed),
+    timedOut: concat((r) => r.timedOut),
+    timeToConnectedMs: concat((r) => r.timeToConnectedMs),
+    dpsAttempts: concat((r) => r.dpsAttempts),
+    registers: concat((r) => r.registers),
+    statusCodes: raws.reduce((acc, r) => addCounts(acc, r.statusCodes), {} as Record<string, number>),
+    hubStates: raws.reduce((acc, r) => addCounts(acc, r.hubStates), {} as Record<string, number>),
+    retries: {
+      due: concat((r) => r.retries.due),
+      delays: concat((r) => r.retries.delays),
+      causes: raws.reduce((acc, r) => addCounts(acc, r.retries.causes), {} as Record<string, number>),
+      withRetryAfter: sum(raws.map((r) => r.retries.withRetryAfter)),
+      retryAfterMarginMs: smallest(raws.map((r) => r.retries.retryAfterMarginMs)),
+      scheduleMarginMs: smallest(raws.map((r) => r.retries.scheduleMarginMs)),
+    },
+    hub: {
+      due: concat((r) => r.hub.due),
+      delays: concat((r) => r.hub.delays),
+      minGapMs: smallest(raws.map((r) => r.hub.minGapMs)),
+      reRegistrations: sum(raws.map((r) => r.hub.reRegistrations)),
+      reprovisionOutcomes: sum(raws.map((r) => r.hub.reprovisionOutcomes)),
+    },
+    marks: raws[0].marks,
+    recoveries,
+    windows,
+    roundTrips: withRoundTrips.length
+      ? { dps: withRoundTrips.flatMap((r) => r.roundTrips!.dps), hub: withRoundTrips.flatMap((r) => r.roundTrips!.hub), connections: withRoundTrips.flatMap((r) => r.roundTrips!.connections) }
+      : undefined,
   };
 }
 
