@@ -425,3 +425,37 @@ test("dps-fleet --shard 1/2 and 2/2 against one emulator (--emulator-admin), the
   t.regex(direct.stdout, /\nreproduce: DPS_GROUP_KEY=… dps-fleet --scenario .* --id-scope 0ne00F1EE70 --endpoint global\.azure-devices-provisioning\.localhost --dps-port \d+ --hub-port \d+ --lookup-port \d+ --ca /);
   t.regex(direct.stdout, /\nfleet: 10\/10 connected/);
 });
+
+// ---- dps-fleet --dashboard ---------------------------------------------------------------
+
+test("dps-fleet --dashboard-port 0: prints the dashboard's URL, serves the page and its snapshot during the run, and ends with the run", async (t) => {
+  const child = spawn(process.execPath, [BIN["dps-fleet"], "--scenario", SCENARIO, "--count", "20", "--stagger", "4000", "--in-process", "--quiet", "--dashboard-port", "0"], {
+    cwd: ROOT,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stdout = "";
+  let stderr = "";
+  child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+  const killer = setTimeout(() => child.pid !== undefined && process.kill(child.pid, "SIGKILL"), 60_000);
+  const exited = new Promise<number | null>((resolve) => child.on("close", (code) => resolve(code)));
+  const url = await new Promise<string>((resolve, reject) => {
+    child.stdout.on("data", (chunk: Buffer) => {
+      stdout += chunk.toString();
+      const m = /^dashboard: (http:\/\/127\.0\.0\.1:\d+\/\S*)$/m.exec(stdout);
+      if (m) resolve(m[1]);
+    });
+    child.on("close", () => reject(new Error(`exited before printing the dashboard's URL: ${stdout} ${stderr}`)));
+  });
+  const base = new URL(url);
+  const page = await fetch(new URL("/dashboard", base));
+  t.is(page.status, 200);
+  t.regex(await page.text(), /<html/i);
+  const state = await fetch(new URL("/dashboard/state", base));
+  t.is(state.status, 200);
+  t.is(typeof (await state.json()), "object");
+  const code = await exited;
+  clearTimeout(killer);
+  t.is(code, 0, `stdout: ${stdout.slice(-1500)}\nstderr: ${stderr.slice(-1500)}`);
+  t.notRegex(stdout + stderr, STACK);
+  await t.throwsAsync(fetch(new URL("/dashboard/state", base)), undefined, "the dashboard closes with the command");
+});

@@ -25,6 +25,7 @@ import { dirname, resolve } from "node:path";
 import { checkConfig } from "../../simulator/config.js";
 import { integer, port, runCommand, usageError, type OptionTable, type OptionValues } from "./args.js";
 import type { FleetProgress } from "./fleet.js";
+import { startFleetDashboard, type FleetDashboard } from "./fleet-dashboard.js";
 import {
   formatReport,
   loadScenario,
@@ -69,6 +70,8 @@ const command = {
     "start-at": { type: "string", value: "TIME", help: "boot the fleet at this moment (ISO 8601, or ms since the epoch): shards\non several machines start together" },
     json: { type: "string", value: "FILE", help: "also write the whole report as JSON (what `dps-fleet merge` reads)" },
     quiet: { type: "boolean", help: "no progress display" },
+    dashboard: { type: "boolean", help: "serve a live dashboard of the run on 127.0.0.1 (its URL is printed)" },
+    "dashboard-port": { type: "string", value: "N", help: "the dashboard's port (default: a free one); implies --dashboard" },
   },
   footer:
     "Exit status: 0 every expectation held, 1 one failed (or the run failed), 2 usage error (a bad option, a scenario that\n" +
@@ -218,6 +221,7 @@ async function main(values: Values): Promise<number> {
   const problem = targetProblem(scenario, target);
   if (problem) usageError(problem);
   if (values.json !== undefined) checkOutput("json", values.json);
+  const dashboardPort = values["dashboard-port"] === undefined ? (values.dashboard ? 0 : undefined) : port("dashboard-port", values["dashboard-port"], 0, true);
   const devices = Math.ceil((count ?? scenario.devices.count) / (shard?.count ?? 1));
   const separateProcess = !values["in-process"];
   const limit = openFileLimit();
@@ -236,12 +240,20 @@ async function main(values: Values): Promise<number> {
         const line = `${(p.elapsedMs / 1000).toFixed(1).padStart(6)} s  booted ${p.booted}  connected ${p.connected} (ever ${p.everConnected})  settled ${p.done}  failed or backing off ${p.failed}  of ${p.total}`;
         process.stdout.write(tty ? `\r${line}\u001b[K` : line + "\n");
       };
-  // ---- DASHBOARD HOOK (docs/FLEET.md): `--dashboard [PORT]` goes here. Start it before the run:
-  //   const dashboard = values.dashboard === undefined ? undefined : await startFleetDashboard({ port, title: scenario.name });
-  //   if (dashboard) process.stdout.write(`dashboard: ${dashboard.url}\n`);
-  // then pass onEvent: dashboard?.onEvent, onProgress: both (progressLine and dashboard.onProgress),
-  // onStep: also dashboard.mark(step.mark ?? step.do); after the run dashboard.finish(report.summary)
-  // and, in a finally, dashboard.close(). ----
+  // The live dashboard (docs/FLEET.md): fed by the run's events and progress, left with the final
+  // figures on the page until the command ends.
+  let dashboard: FleetDashboard | undefined;
+  if (dashboardPort !== undefined) {
+    dashboard = await startFleetDashboard({ port: dashboardPort, title: scenario.name, emulatorUrl: target?.kind === "emulator" ? target.adminUrl : undefined });
+    process.stdout.write(`dashboard: ${dashboard.url}\n`);
+  }
+  try {
+    return await runWithDashboard(dashboard);
+  } finally {
+    await dashboard?.close();
+  }
+
+  async function runWithDashboard(dashboard: FleetDashboard | undefined): Promise<number> {
   const report = await runScenario(scenario, {
     count,
     seed,
@@ -252,16 +264,25 @@ async function main(values: Values): Promise<number> {
     target,
     startAt,
     scenarioFile: values.scenario,
+    onEvent: dashboard?.onEvent,
     onStep: (step, at) => {
+      dashboard?.mark(step.mark ?? step.do);
       if (tty) process.stdout.write("\n");
       process.stdout.write(`timeline: ${step.do}${step.fraction !== undefined ? ` ${step.fraction}` : ""}${step.hub ? ` ${step.hub}` : ""}${step.mark ? ` (mark ${step.mark})` : ""} at ${(at / 1000).toFixed(1)} s\n`);
     },
-    onProgress: progressLine,
+    onProgress: dashboard
+      ? (p) => {
+          dashboard.onProgress(p);
+          progressLine?.(p);
+        }
+      : progressLine,
   });
+  dashboard?.finish(report.summary);
   if (tty) process.stdout.write("\n");
   process.stdout.write(formatReport(report) + "\n");
   if (values.json !== undefined) writeReport(values.json, report);
   return report.checks.every((c) => c.ok) ? 0 : 1;
+  }
 }
 
 function writeReport(path: string, report: ScenarioReport): void {
