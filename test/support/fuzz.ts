@@ -18,27 +18,14 @@ import type { HttpsResponse } from "../../modules/ports.js";
 import { RegistrationMachine, type RegistrationCommand, type RegistrationEvent } from "../../modules/registration.js";
 import { portableCrypto } from "../../modules/sha256.js";
 import { baseConfig, T0 } from "./transcript.js";
+import { seededRandom } from "../../hosts/desktop/seeded-random.js";
 
 /** A source of numbers in [0, 1). */
 export type Random = () => number;
 
-/** sfc32 (Chris Doty-Humphrey's small fast counting generator), seeded with one 32-bit number. */
+/** The harness's generator: the desktop host's seeded sfc32, portable. */
 export function fuzzRandom(seed: number): Random {
-  let a = 0x9e3779b9;
-  let b = 0x243f6a88;
-  let c = 0xb7e15162;
-  let d = seed >>> 0;
-  const next = (): number => {
-    const t = (((a + b) | 0) + d) | 0;
-    d = (d + 1) | 0;
-    a = b ^ (b >>> 9);
-    b = (c + (c << 3)) | 0;
-    c = (c << 21) | (c >>> 11);
-    c = (c + t) | 0;
-    return (t >>> 0) / 4294967296;
-  };
-  for (let i = 0; i < 15; i++) next();
-  return next;
+  return seededRandom(seed);
 }
 
 /** The generator of run `index` of a campaign seeded with `seed`. */
