@@ -3,7 +3,6 @@
  * factory of one; none keeps state beyond what it says.
  */
 import { createHash, createHmac, randomFillSync } from "node:crypto";
-import { check } from "../../modules/errors.js";
 import type { CryptoPort } from "../../modules/crypto.js";
 import type { Clock, LogLevel, LogPort, RandomSource, SecureRandom, TimerPort } from "../../modules/ports.js";
 
