@@ -174,7 +174,11 @@ export function retryPolicy(overrides: RetryPolicyOverrides = {}): RetryPolicy {
     for (let n = 0; n < names.length; n++) {
       const name = names[n];
       const value = over[name];
-      if (table) check(ACTIONS.indexOf(value as string) >= 0, `retry policy ${key}["${name}"] must be one of ${ACTIONS.join(", ")}`);
+      if (table) {
+        // A row that no cause can ever match would silently do nothing.
+        check(key === "fault" ? name in base : (key === "status" ? /^([1-5]([0-9][0-9]|xx)|default)$/ : /^([0-9]{1,3}|default)$/).test(name), `retry policy ${key} has no row "${name}" (${key === "status" ? "a status such as 429, a class such as 5xx, or default" : key === "connack" ? "a CONNACK code such as 5, or default" : Object.keys(base).join(", ")})`);
+        check(ACTIONS.indexOf(value as string) >= 0, `retry policy ${key}["${name}"] must be one of ${ACTIONS.join(", ")}`);
+      }
       else {
         check(name in base, `retry policy ${key} has no setting "${name}"`);
         check(typeof value === "number" && value >= 0 && value < Infinity, `retry policy ${key}.${name} must be a number ≥ 0`);

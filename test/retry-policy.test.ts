@@ -53,6 +53,13 @@ test("retry policy: one table for both scopes; a misspelt section or setting, or
   t.throws(() => retryPolicy({ timeouts: { connectMs: 0 } }), { message: /timeouts.connectMs/ });
   t.throws(() => retryPolicy({ backoff: { initialMs: -1 } }), { message: /backoff.initialMs must be a number/ });
   t.throws(() => retryPolicy({ backoff: { initialMs: Number.NaN } }), { message: /backoff.initialMs must be a number/ });
+  // Rows no cause can match are refused rather than silently ignored.
+  t.throws(() => retryPolicy({ status: { "5XX": "fail" } }), { message: /status has no row "5XX"/ });
+  t.throws(() => retryPolicy({ status: { "42": "fail" } }), { message: /status has no row "42"/ });
+  t.throws(() => retryPolicy({ connack: { "4xx": "fail" } }), { message: /connack has no row "4xx"/ });
+  t.throws(() => retryPolicy({ fault: { timeuot: "fail" } as never }), { message: /fault has no row "timeuot" \(dns, refused/ });
+  t.is(actionForStatus(retryPolicy({ status: { "503": "retry", "4xx": "recover", default: "fail" } }), 503), "retry");
+  t.is(actionForConnack(retryPolicy({ connack: { "3": "fail", default: "recover" } }), 3), "fail");
 });
 
 test("retry policy: for any attempt, random draw and retry-after, the delay stays within bounds and never precedes retry-after", (t) => {
