@@ -62,7 +62,70 @@ export interface HubSessionConfig {
   readonly modelId?: string;
   readonly userAgent?: string;
   readonly policy?: RetryPolicy;
+  /** What else the session does on the hub (c2d.ts, methods.ts, twin.ts); none by default. */
+  readonly features?: readonly HubFeature[];
 }
+
+/**
+ * What a hub feature can do from inside the session, during one event: publish on the open
+ * session (QoS 0; the feature matches its own answers), hand work to the driver (an application
+ * handler runs outside the machine, after this event), report, or ask for re-provisioning.
+ */
+export interface FeatureIo {
+  readonly now: number;
+  /** The device id of the current (or last) run. */
+  readonly deviceId: string;
+  /** The session is connected and this feature's subscriptions are granted. */
+  readonly ready: boolean;
+  readonly random: RandomSource;
+  readonly policy: RetryPolicy;
+  /** Publishes at QoS 0; false, and nothing sent, when the feature is not ready. */
+  publish(topic: string, payload: Uint8Array): boolean;
+  /** Has the driver call `run` once this event is over (`what` names it in logs and transcripts). */
+  invoke(what: string, run: () => void): void;
+  report(event: FeatureEvent): void;
+  /** Asks the lifecycle to provision with DPS again (the hub run ends). */
+  reprovision(reason: string): void;
+}
+
+/**
+ * An opt-in part of the hub session (cloud-to-device messages, direct methods, the twin). The
+ * session subscribes to a feature's topics after each CONNACK 0, tells it when they are granted
+ * and when the link is gone, offers it every message first, and wakes it at its deadline.
+ */
+export interface HubFeature {
+  /** "c2d", "methods", "twin": named in reports. */
+  readonly name: string;
+  /** The largest message body this feature accepts (the session's packet limit follows it). */
+  readonly maxIncomingBytes: number;
+  /** Topic filters to subscribe to (QoS 1) on each connection. */
+  subscriptions(deviceId: string): readonly string[];
+  /** Every subscription was granted: the feature may publish. */
+  ready(io: FeatureIo): void;
+  /** True when the message is this feature's. `oversize`: the host skipped a body of that many bytes. */
+  message(topic: string, payload: Uint8Array, oversize: number | undefined, io: FeatureIo): boolean;
+  /** The link is gone (a drop, a renewal, the end of the run). */
+  lost(io: FeatureIo): void;
+  /** The next time (ms since 1970) the feature wants `timer`, while ready. */
+  deadline(): number | undefined;
+  timer(io: FeatureIo): void;
+  /** Called once by the driver: how the application's calls reach the machine (as a `call` event). */
+  attach(call: (fn: (io: FeatureIo) => void) => void): void;
+}
+
+/** What the features report (through the runtime's listener). */
+export type FeatureEvent =
+  /** A cloud-to-device message handed to the application, or one refused (`reason`). */
+  | { readonly source: "c2d"; readonly state: "received" | "rejected"; readonly messageId?: string; readonly bytes: number; readonly reason?: string }
+  /** A direct method answered with `status` (`reason` when the device answered for the application). */
+  | { readonly source: "method"; readonly state: "answered" | "late"; readonly name: string; readonly rid: string; readonly status: number; readonly reason?: string }
+  /**
+   * The twin: the whole document read (`synced`), a desired patch applied or ignored, reported
+   * properties accepted, a request retrying or failed.
+   */
+  | { readonly source: "twin"; readonly state: "synced" | "desired" | "ignored" | "reported" | "retrying" | "failed"; readonly version?: number; readonly status?: number; readonly delayMs?: number; readonly reason?: string }
+  /** A feature's subscription refused by the hub: it stays off on this connection. */
+  | { readonly source: "feature"; readonly state: "unavailable"; readonly feature: string; readonly reason: string };
 
 export interface HubSessionDeps {
   readonly crypto: CryptoPort;
@@ -74,7 +137,10 @@ export type HubEvent =
   | { readonly kind: "start"; readonly hubHost: string; readonly deviceId: string; readonly windowMs?: number }
   | { readonly kind: "connack"; readonly returnCode: number }
   | { readonly kind: "puback"; readonly tag: number }
-  | { readonly kind: "message"; readonly topic: string; readonly payload: Uint8Array }
+  | { readonly kind: "message"; readonly topic: string; readonly payload: Uint8Array; readonly oversize?: number }
+  | { readonly kind: "suback"; readonly granted: readonly number[] }
+  /** An application call into a feature (any phase, run or no run). */
+  | { readonly kind: "call"; readonly feature: HubFeature; readonly fn: (io: FeatureIo) => void }
   | { readonly kind: "closed"; readonly fault: TransportFault }
   | { readonly kind: "timer" }
   | { readonly kind: "stop" };
@@ -108,7 +174,8 @@ export type HubOutcome =
 export type HubCommand =
   | { readonly kind: "connect"; readonly options: MqttConnectOptions }
   | { readonly kind: "subscribe"; readonly topic: string; readonly qos: 1 }
-  | { readonly kind: "publish"; readonly tag: number; readonly topic: string; readonly payload: Uint8Array; readonly qos: 1 }
+  /** Telemetry at QoS 1 with its tag; a feature's publish at QoS 0 without one. */
+  | { readonly kind: "publish"; readonly tag?: number; readonly topic: string; readonly payload: Uint8Array; readonly qos: 0 | 1 }
   | { readonly kind: "close" }
   | { readonly kind: "set-timer"; readonly delayMs: number }
   | { readonly kind: "clear-timer" }
@@ -117,6 +184,10 @@ export type HubCommand =
   /** A message given up on: `reason` says why (never its content). */
   | { readonly kind: "dropped"; readonly tag: number; readonly reason: string }
   | { readonly kind: "received"; readonly topic: string; readonly payload: Uint8Array }
+  | { readonly kind: "feature"; readonly event: FeatureEvent }
+  /** Run `run` (an application handler) outside the machine, after this event. */
+  | { readonly kind: "invoke"; readonly what: string; readonly run: () => void }
+  | { readonly kind: "reprovision"; readonly reason: string }
   | { readonly kind: "done"; readonly outcome: HubOutcome };
 
 export type HubPhase = "idle" | "connecting" | "connected" | "waiting";
@@ -157,6 +228,13 @@ export class HubSession {
   #maxQueue: number;
   #maxInFlight: number;
   #maxMessageBytes: number;
+  #features: readonly HubFeature[];
+  /** Per feature: subscriptions not yet granted on this connection (-1: refused; 0: ready). */
+  #pendingSubs: number[] = [];
+  /** The feature of each SUBSCRIBE awaiting its SUBACK, in order. */
+  #subOrder: number[] = [];
+  #featuresUp = false;
+  #maxIncoming: number | undefined;
 
   /** @throws UsageError INVALID_ARGUMENT for a bad configuration. */
   constructor(config: HubSessionConfig, deps: HubSessionDeps) {
@@ -170,6 +248,13 @@ export class HubSession {
     this.#config = config;
     this.#deps = deps;
     this.#policy = config.policy ?? defaultRetryPolicy;
+    this.#features = config.features ?? [];
+    for (let i = 0; i < this.#features.length; i++) {
+      const f = this.#features[i];
+      check(f !== null && typeof f === "object" && typeof f.message === "function" && typeof f.subscriptions === "function", "features must be hub features (c2d.ts, methods.ts, twin.ts)");
+      // A topic and property bag of up to 1 KiB ride on the largest body.
+      this.#maxIncoming = Math.max(this.#maxIncoming ?? 0, f.maxIncomingBytes + 1024);
+    }
     // Checks the model id now rather than at the first connect.
     hubUsername("h", "d", config);
   }
@@ -214,6 +299,12 @@ export class HubSession {
    */
   handle(event: HubEvent, now: number): HubCommand[] {
     const kind = event.kind;
+    if (kind === "call") {
+      // An application's call into a feature: in any phase (a twin patch while offline is queued).
+      this.#begin(now);
+      event.fn(this.#io(this.#features.indexOf(event.feature)));
+      return this.#end();
+    }
     if (kind === "start" ? this.#phase !== "idle" : kind === "timer" && this.#timerAt === undefined) {
       throw new UsageError("ILLEGAL_EVENT", `hub session: event "${kind}" cannot happen in phase "${this.#phase}"${kind === "timer" ? " (no timer is set)" : ""}`);
     }
@@ -240,7 +331,10 @@ export class HubSession {
         this.#onPuback(event.tag);
         break;
       case "message":
-        if (this.#phase === "connected") this.#out.push({ kind: "received", topic: event.topic, payload: event.payload });
+        if (this.#phase === "connected") this.#onMessage(event.topic, event.payload, event.oversize);
+        break;
+      case "suback":
+        this.#onSuback(event.granted);
         break;
       case "closed":
         this.#lost(event.fault.kind, `the hub connection ended (${event.fault.kind}): ${excerpt(event.fault.message, 120)}`);
@@ -270,6 +364,7 @@ export class HubSession {
       const connected = this.#phase === "connected";
       const times = [this.#connectDeadline, this.#retryAt, connected ? this.#renewAt : undefined, connected ? this.#stableAt : undefined];
       for (let i = 0; i < this.#inFlight.length; i++) times.push(this.#inFlight[i].deadline);
+      if (connected) for (let i = 0; i < this.#features.length; i++) if (this.#pendingSubs[i] === 0) times.push(this.#features[i].deadline());
       for (let i = 0; i < times.length; i++) {
         const t = times[i];
         if (t !== undefined && (next === undefined || t < next)) next = t;
@@ -305,7 +400,7 @@ export class HubSession {
     this.#linkOpen = true;
     this.#out.push({
       kind: "connect",
-      options: { host: this.#hubHost, port: c.port ?? HUB_MQTT_PORT, clientId: this.#deviceId, username, password, keepAliveSeconds: c.keepAliveSeconds ?? 60, cleanSession: true },
+      options: { host: this.#hubHost, port: c.port ?? HUB_MQTT_PORT, clientId: this.#deviceId, username, password, keepAliveSeconds: c.keepAliveSeconds ?? 60, cleanSession: true, maxPacketBytes: this.#maxIncoming },
     });
   }
 
@@ -321,6 +416,7 @@ export class HubSession {
       this.#stableAt = this.#now + this.#policy.hub.stableMs;
       this.#status({ state: "connected", queued: this.queued });
       this.#flush();
+      this.#subscribe();
       return;
     }
     this.#close();
@@ -357,8 +453,85 @@ export class HubSession {
       // The hub drops a session whose token expires: reconnect with a fresh one first.
       this.#close();
       this.#requeue();
-      this.#connect("renewing");
+      return this.#connect("renewing");
     }
+    for (let i = 0; i < this.#features.length; i++) {
+      const at = this.#pendingSubs[i] === 0 ? this.#features[i].deadline() : undefined;
+      if (at !== undefined && now >= at) this.#features[i].timer(this.#io(i));
+    }
+  }
+
+  // ---- features
+
+  /** After CONNACK 0: each feature's subscriptions, in order; each is ready once all are granted. */
+  #subscribe(): void {
+    this.#featuresUp = true;
+    this.#subOrder = [];
+    for (let i = 0; i < this.#features.length; i++) {
+      const topics = this.#features[i].subscriptions(this.#deviceId);
+      this.#pendingSubs[i] = topics.length;
+      for (let k = 0; k < topics.length; k++) {
+        this.#subOrder.push(i);
+        this.#out.push({ kind: "subscribe", topic: topics[k], qos: 1 });
+      }
+      if (topics.length === 0) this.#features[i].ready(this.#io(i));
+    }
+  }
+
+  #onSuback(granted: readonly number[]): void {
+    const i = this.#subOrder.shift();
+    if (i === undefined || this.#pendingSubs[i] <= 0) return;
+    const f = this.#features[i];
+    if (!(granted[0] <= 1)) {
+      this.#pendingSubs[i] = -1;
+      this.#out.push({ kind: "feature", event: { source: "feature", state: "unavailable", feature: f.name, reason: `the hub refused the subscription of ${f.name} (granted ${granted[0]}); it stays off until the next connection` } });
+      return;
+    }
+    if (--this.#pendingSubs[i] === 0) f.ready(this.#io(i));
+  }
+
+  #onMessage(topic: string, payload: Uint8Array, oversize: number | undefined): void {
+    // Offered to the features whose subscriptions stand on this connection.
+    for (let i = 0; i < this.#features.length; i++) if (this.#pendingSubs[i] === 0 && this.#features[i].message(topic, payload, oversize, this.#io(i))) return;
+    this.#out.push({ kind: "received", topic, payload });
+  }
+
+  /** The features' link is gone: each forgets what it had in flight on it. */
+  #featuresLost(): void {
+    if (!this.#featuresUp) return;
+    this.#featuresUp = false;
+    this.#subOrder = [];
+    for (let i = 0; i < this.#features.length; i++) {
+      this.#pendingSubs[i] = -1;
+      this.#features[i].lost(this.#io(i));
+    }
+  }
+
+  /** The I/O the feature at `index` gets during one event. */
+  #io(index: number): FeatureIo {
+    const out = this.#out;
+    const ready = this.#phase === "connected" && this.#pendingSubs[index] === 0;
+    return {
+      now: this.#now,
+      deviceId: this.#deviceId,
+      ready,
+      random: this.#deps.random,
+      policy: this.#policy,
+      publish: (topic, payload) => {
+        if (!ready || !this.#linkOpen) return false;
+        out.push({ kind: "publish", topic, payload, qos: 0 });
+        return true;
+      },
+      invoke: (what, run) => {
+        out.push({ kind: "invoke", what, run });
+      },
+      report: (event) => {
+        out.push({ kind: "feature", event });
+      },
+      reprovision: (reason) => {
+        out.push({ kind: "reprovision", reason });
+      },
+    };
   }
 
   /** The session has proved itself: the failure count and window start again from zero. */
@@ -388,6 +561,7 @@ export class HubSession {
   /** The link is gone (a drop, a timeout, a protocol error): blame, requeue, retry. */
   #lost(fault: TransportFault["kind"], message: string): void {
     this.#linkOpen = false;
+    this.#featuresLost();
     this.#connectDeadline = undefined;
     const oldest = this.#inFlight[0];
     if (oldest && ++oldest.losses >= this.#policy.hub.maxMessageAttempts) {
@@ -437,6 +611,7 @@ export class HubSession {
   #close(): void {
     if (this.#linkOpen) this.#out.push({ kind: "close" });
     this.#linkOpen = false;
+    this.#featuresLost();
   }
 
   #status(fields: Omit<HubStatus, "attempt">): void {

@@ -25,7 +25,7 @@ import { DPS_GLOBAL_ENDPOINT, type RegistrationState } from "./dps-protocol.js";
 import { clause, UsageError, type ErrorCode } from "./errors.js";
 import { utf8Encode } from "./encoding.js";
 import { assignmentProblem, type MessageProperties } from "./hub-protocol.js";
-import { HubSession, jsonMessage, type HubCommand, type HubEvent, type HubStatus } from "./hub-session.js";
+import { HubSession, jsonMessage, type FeatureEvent, type FeatureIo, type HubCommand, type HubEvent, type HubFeature, type HubStatus } from "./hub-session.js";
 import type { HttpsRequest, HttpsResponse, MqttConnectOptions, RandomSource, TransportFault } from "./ports.js";
 import { RegistrationMachine, type FailureDiagnostics, type RegistrationCommand, type RegistrationEvent, type RegistrationStatus } from "./registration.js";
 import { retryDelayMs, retryPolicy, type RetryPolicy, type RetryPolicyOverrides } from "./retry-policy.js";
@@ -95,7 +95,9 @@ export type RuntimeEvent =
   | { readonly source: "hub"; readonly status: HubStatus; readonly hub: string }
   | { readonly source: "assignment"; readonly assignment: Assignment; readonly registrationState?: RegistrationState }
   | { readonly source: "telemetry"; readonly state: "sent" | "dropped"; readonly id: number; readonly reason?: string }
-  | { readonly source: "message"; readonly topic: string; readonly payload: Uint8Array };
+  /** A message on a topic no feature claims. */
+  | { readonly source: "message"; readonly topic: string; readonly payload: Uint8Array }
+  | FeatureEvent;
 
 /** What the driver feeds in: host callbacks tagged with their link, timers, cache results. */
 export type LifecycleEvent =
@@ -104,7 +106,9 @@ export type LifecycleEvent =
   | { readonly kind: "cache-saved" | "cache-invalidated" | "cache-failed"; readonly detail?: string }
   | { readonly kind: "connack"; readonly link: number; readonly returnCode: number }
   | { readonly kind: "suback"; readonly link: number; readonly granted: readonly number[] }
-  | { readonly kind: "message"; readonly link: number; readonly topic: string; readonly payload: Uint8Array }
+  | { readonly kind: "message"; readonly link: number; readonly topic: string; readonly payload: Uint8Array; readonly oversize?: number }
+  /** An application's call into a hub feature (twin.ts, methods.ts...), at any time. */
+  | { readonly kind: "call"; readonly feature: HubFeature; readonly fn: (io: FeatureIo) => void }
   | { readonly kind: "puback"; readonly link: number; readonly tag: number }
   | { readonly kind: "closed"; readonly link: number; readonly fault: TransportFault }
   | { readonly kind: "lookup-response"; readonly response: HttpsResponse }
@@ -114,7 +118,7 @@ export type LifecycleCommand =
   | { readonly kind: "connect"; readonly link: number; readonly options: MqttConnectOptions }
   | { readonly kind: "subscribe"; readonly link: number; readonly topic: string; readonly qos: 1 }
   /** `tag` (hub telemetry): the driver reports the PUBACK of this publish as a `puback` with it. */
-  | { readonly kind: "publish"; readonly link: number; readonly topic: string; readonly payload: Uint8Array; readonly qos: 1; readonly tag?: number }
+  | { readonly kind: "publish"; readonly link: number; readonly topic: string; readonly payload: Uint8Array; readonly qos: 0 | 1; readonly tag?: number }
   | { readonly kind: "close"; readonly link: number }
   | { readonly kind: "set-timer"; readonly delayMs: number }
   | { readonly kind: "clear-timer" }
@@ -123,7 +127,9 @@ export type LifecycleCommand =
   | { readonly kind: "cache-load" }
   | { readonly kind: "cache-save"; readonly assignment: CachedAssignmentInput }
   | { readonly kind: "cache-invalidate" }
-  | { readonly kind: "report"; readonly event: RuntimeEvent };
+  | { readonly kind: "report"; readonly event: RuntimeEvent }
+  /** Call an application handler of a hub feature (`what` names it), outside the machine. */
+  | { readonly kind: "invoke"; readonly what: string; readonly run: () => void };
 
 export interface LifecycleDeps {
   readonly crypto: CryptoPort;
@@ -188,7 +194,7 @@ export class LifecycleMachine {
    *   for the registration status lookup.
    * @throws UsageError for a configuration that could never work (checked before any I/O).
    */
-  constructor(config: RuntimeConfig, deps: LifecycleDeps, has: { readonly cache: boolean; readonly lookup: boolean }) {
+  constructor(config: RuntimeConfig, deps: LifecycleDeps, has: { readonly cache: boolean; readonly lookup: boolean }, features?: readonly HubFeature[]) {
     if (!config || typeof config !== "object") throw new UsageError("INVALID_ARGUMENT", "the runtime needs a configuration object");
     this.#config = config;
     this.#deps = deps;
@@ -212,6 +218,7 @@ export class LifecycleMachine {
         modelId: config.modelId,
         userAgent: config.userAgent,
         policy: this.policy,
+        features,
       },
       deps,
     );
@@ -294,6 +301,9 @@ export class LifecycleMachine {
       case "cache-invalidated":
       case "cache-failed":
         this.#onCacheDone(event.kind, event.detail);
+        break;
+      case "call":
+        this.#doHub(this.#hub.handle(event, now));
         break;
       case "lookup-response":
       case "lookup-failed":
@@ -570,7 +580,7 @@ export class LifecycleMachine {
 
   #feed(event: RegistrationEvent | HubEvent): void {
     if (this.#dps) this.#doDps(this.#dps, this.#dps.handle(event as RegistrationEvent, this.#now));
-    else if (this.#hubRun && event.kind !== "suback") this.#doHub(this.#hub.handle(event as HubEvent, this.#now));
+    else if (this.#hubRun) this.#doHub(this.#hub.handle(event as HubEvent, this.#now));
   }
 
   #close(): void {
@@ -616,6 +626,7 @@ export class LifecycleMachine {
   }
 
   #doHub(commands: HubCommand[]): void {
+    let reprovision: string | undefined;
     for (let i = 0; i < commands.length; i++) {
       const c = commands[i];
       // Commands of a run are the link's; reports of sent and dropped messages come any time.
@@ -635,11 +646,26 @@ export class LifecycleMachine {
         case "received":
           this.#report({ source: "message", topic: c.topic, payload: c.payload });
           break;
+        case "feature":
+          this.#report(c.event);
+          break;
+        case "invoke":
+          this.#out.push(c);
+          break;
+        case "reprovision":
+          reprovision = c.reason;
+          break;
         case "done":
           this.#onHubDone(c.outcome);
           break;
       }
     }
     if (this.#hubRun && this.#hub.stable && (this.#longTail || this.#refusals > 0 || this.#pendingSave)) this.#settled();
+    // Asked for from the cloud (a method, a desired property): as `reprovision()` would.
+    if (reprovision !== undefined && this.#hubRun) {
+      this.#endMachines();
+      this.#failedHub = undefined;
+      this.#provision(true);
+    }
   }
 }

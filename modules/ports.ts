@@ -45,7 +45,7 @@ export interface MqttSessionCallbacks {
   /** SUBACK arrived for `packetId`: one granted QoS per topic, 0x80 for a refusal. */
   onSuback(packetId: number, granted: readonly number[]): void;
   /** A PUBLISH arrived (the host has already acknowledged it at the transport level). */
-  onMessage(topic: string, payload: Uint8Array): void;
+  onMessage(topic: string, payload: Uint8Array, oversize?: number): void;
   /** PUBACK arrived for a QoS 1 publish. */
   onPuback(packetId: number): void;
   /** The session is over (never called after the core's own `close()`). */

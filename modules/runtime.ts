@@ -18,7 +18,7 @@ import type { CryptoPort } from "./crypto.js";
 import { CredentialCache } from "./credential-cache.js";
 import { DpsError, UsageError } from "./errors.js";
 import type { FlashPort } from "./flash.js";
-import type { MessageProperties } from "./hub-session.js";
+import type { HubFeature, MessageProperties } from "./hub-session.js";
 import {
   deviceKeyOf,
   LifecycleMachine,
@@ -76,13 +76,21 @@ export class DeviceRuntime {
    * @throws UsageError INVALID_ARGUMENT for a configuration that could never work (no key, both
    *   keys, a bad ID scope or registration id); MALFORMED_BASE64 for a key that is not base64.
    */
-  constructor(config: RuntimeConfig, ports: RuntimePorts, listener?: RuntimeListener) {
+  /**
+   * @param features what the device does on the hub besides telemetry, each an opt-in module:
+   *   `new CloudMessages(...)` (c2d.ts), `new DirectMethods()` (methods.ts), `new DeviceTwin(...)` (twin.ts).
+   */
+  constructor(config: RuntimeConfig, ports: RuntimePorts, listener?: RuntimeListener, features?: readonly HubFeature[]) {
     if (!ports || !ports.mqtt || !ports.timers || !ports.crypto || typeof ports.clock !== "function" || typeof ports.random !== "function" || typeof ports.secureRandom !== "function") {
       throw new UsageError("INVALID_ARGUMENT", "DeviceRuntime needs the ports mqtt, timers, clock, random, secureRandom and crypto");
     }
     this.#ports = ports;
     this.#listener = listener;
-    this.#machine = new LifecycleMachine(config, { crypto: ports.crypto, random: ports.random }, { cache: ports.flash !== undefined, lookup: ports.https !== undefined });
+    this.#machine = new LifecycleMachine(config, { crypto: ports.crypto, random: ports.random }, { cache: ports.flash !== undefined, lookup: ports.https !== undefined }, features);
+    if (features) for (let i = 0; i < features.length; i++) {
+      const feature = features[i];
+      feature.attach((fn) => this.#feed({ kind: "call", feature, fn }));
+    }
     if (ports.flash) {
       this.#cache = new CredentialCache({
         flash: ports.flash,
@@ -248,6 +256,9 @@ export class DeviceRuntime {
         case "report":
           this.#report(c.event);
           break;
+        case "invoke":
+          c.run();
+          break;
       }
     } catch (error) {
       // A port that throws: the command it was is answered as a failure of its own kind.
@@ -271,7 +282,7 @@ export class DeviceRuntime {
     const session = this.#ports.mqtt.connect(options, {
       onConnack: (returnCode) => live() && this.#feed({ kind: "connack", link: id, returnCode }),
       onSuback: (_packetId, granted) => live() && this.#feed({ kind: "suback", link: id, granted }),
-      onMessage: (topic, payload) => live() && this.#feed({ kind: "message", link: id, topic, payload }),
+      onMessage: (topic, payload, oversize) => live() && this.#feed({ kind: "message", link: id, topic, payload, oversize }),
       onPuback: (packetId) => {
         const tag = tags.get(packetId);
         tags.delete(packetId);
@@ -353,7 +364,11 @@ export function describeEvent(e: RuntimeEvent): string {
   if (e.source === "runtime") return `runtime ${e.state}${e.error ? `: ${e.error.code} ${e.error.message}` : ""}`;
   if (e.source === "cache") return `cache ${e.state}${e.detail ? `: ${e.detail}` : ""}${e.rejected && e.rejected.length ? ` (rejected ${e.rejected.join("; ")})` : ""}`;
   if (e.source === "telemetry") return `telemetry ${e.id} ${e.state === "sent" ? "acknowledged" : `dropped: ${e.reason}`}`;
-  return `message on ${e.topic}`;
+  if (e.source === "message") return `message on ${e.topic}`;
+  if (e.source === "c2d") return `c2d ${e.state}${e.messageId ? ` ${e.messageId}` : ""} (${e.bytes} bytes)${e.reason ? `: ${e.reason}` : ""}`;
+  if (e.source === "method") return `method ${e.name} ${e.state} ${e.status}${e.reason ? `: ${e.reason}` : ""}`;
+  if (e.source === "twin") return `twin ${e.state}${e.version !== undefined ? ` version ${e.version}` : ""}${e.status !== undefined ? ` status ${e.status}` : ""}${e.delayMs !== undefined ? ` next in ${e.delayMs} ms` : ""}${e.reason ? `: ${e.reason}` : ""}`;
+  return `${e.feature} ${e.state}: ${e.reason}`;
 }
 
 function describeError(error: unknown): string {

@@ -11,6 +11,7 @@ import { runTranscript } from "./support/transcript.js";
 import { hubTranscripts, runHubTranscript } from "./transcripts/hub.js";
 import { bootOnce, newFlash } from "./support/virtual-world.js";
 import { lifecycleTranscripts, runLifecycleTranscript } from "./transcripts/lifecycle.js";
+import { featureTranscripts, runFeatureTranscript } from "./transcripts/features.js";
 import { XS_MATRIX_SAMPLE, matrixCells, runCell } from "./support/fault-matrix.js";
 import { portableCrypto } from "../modules/sha256.js";
 import { fuzzDriver, fuzzHubSequences, fuzzLifecycleSequences, fuzzRegistrationSequences } from "./support/machine-fuzz.js";
@@ -46,6 +47,13 @@ test(`XS tier: ${hubTranscripts.length} hub transcripts give identical command l
   for (const [, run] of runs) for (const [key, value] of run.emitted) if (key.startsWith("hub:")) logs.set(key.slice(4), value);
   t.is(logs.size, hubTranscripts.length);
   for (const transcript of hubTranscripts) t.deepEqual(logs.get(transcript.name), runHubTranscript(transcript), transcript.name);
+});
+
+test(`XS tier: ${featureTranscripts.length} hub feature transcripts give identical command logs on Node and XS`, async (t) => {
+  const logs = new Map<string, unknown>();
+  for (const [, run] of runs) for (const [key, value] of run.emitted) if (key.startsWith("features:")) logs.set(key.slice(9), value);
+  t.is(logs.size, featureTranscripts.length, "every feature transcript ran on XS");
+  for (const transcript of featureTranscripts) t.deepEqual(logs.get(transcript.name), await runFeatureTranscript(transcript), transcript.name);
 });
 
 test(`XS tier: ${lifecycleTranscripts.length} lifecycle transcripts give identical command logs on Node and XS`, (t) => {

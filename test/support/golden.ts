@@ -9,6 +9,7 @@ import { fileURLToPath } from "node:url";
 import { transcripts } from "../transcripts/registration.js";
 import { hubTranscripts, runHubTranscript } from "../transcripts/hub.js";
 import { lifecycleTranscripts, runLifecycleTranscript } from "../transcripts/lifecycle.js";
+import { featureTranscripts, runFeatureTranscript } from "../transcripts/features.js";
 import { runTranscript } from "./transcript.js";
 import { projectRoot } from "./xs.js";
 
@@ -16,7 +17,15 @@ export const goldenFiles = {
   registration: join(projectRoot, "test", "transcripts", "registration.golden.json"),
   hub: join(projectRoot, "test", "transcripts", "hub.golden.json"),
   lifecycle: join(projectRoot, "test", "transcripts", "lifecycle.golden.json"),
+  features: join(projectRoot, "test", "transcripts", "features.golden.json"),
 };
+
+/** The feature transcripts run through promises (asynchronous method handlers). */
+export async function currentFeatureLogs(): Promise<Record<string, string[]>> {
+  const features: Record<string, string[]> = {};
+  for (const t of featureTranscripts) features[t.name] = await runFeatureTranscript(t);
+  return features;
+}
 
 export function currentLogs(): { registration: Record<string, string[]>; hub: Record<string, string[]>; lifecycle: Record<string, string[]> } {
   const registration: Record<string, string[]> = {};
@@ -37,5 +46,6 @@ if (process.argv[1] === fileURLToPath(import.meta.url) && process.argv.includes(
   writeFileSync(goldenFiles.registration, JSON.stringify(logs.registration, null, 1) + "\n");
   writeFileSync(goldenFiles.hub, JSON.stringify(logs.hub, null, 1) + "\n");
   writeFileSync(goldenFiles.lifecycle, JSON.stringify(logs.lifecycle, null, 1) + "\n");
+  writeFileSync(goldenFiles.features, JSON.stringify(await currentFeatureLogs(), null, 1) + "\n");
   process.stdout.write(`wrote ${Object.keys(logs.registration).length} + ${Object.keys(logs.hub).length} + ${Object.keys(logs.lifecycle).length} transcripts\n`);
 }

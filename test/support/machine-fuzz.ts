@@ -1011,6 +1011,7 @@ export function hubSequence(seed: number, index: number, options: HubSequenceOpt
           break;
         }
         case "publish":
+          if (c.tag === undefined) break;
           tags.publish(c.tag, w);
           if (link) onLink(link.gen, cloud.hub(c.tag));
           break;

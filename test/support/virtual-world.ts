@@ -171,5 +171,7 @@ function summarize(e: RuntimeEvent): string {
       return `sent ${e.id}`;
     case "message":
       return `message ${e.topic}`;
+    default:
+      return `${e.source} ${e.state}`;
   }
 }

@@ -1,0 +1,21 @@
+/**
+ * The hub features (cloud-to-device messages, direct methods, the twin) inside the hub session:
+ * their transcripts (test/transcripts/features.ts, logs pinned in features.golden.json). The XS
+ * tier runs the same transcripts and compares the logs.
+ */
+import test from "ava";
+import { checkFeatureTranscript, featureTranscripts, runFeatureTranscript } from "./transcripts/features.js";
+
+for (const t of featureTranscripts) {
+  test(`feature transcript: ${t.name}`, async (tt) => {
+    tt.deepEqual(checkFeatureTranscript(t, await runFeatureTranscript(t)), []);
+  });
+}
+
+test("feature transcripts: every command log equals the pinned one (test/transcripts/features.golden.json)", async (t) => {
+  const { currentFeatureLogs, readGolden } = await import("./support/golden.js");
+  const golden = readGolden("features");
+  const current = await currentFeatureLogs();
+  t.deepEqual(Object.keys(current).sort(), Object.keys(golden).sort(), "the set of transcripts");
+  for (const name of Object.keys(current)) t.deepEqual(current[name], golden[name], name);
+});

@@ -1,0 +1,14 @@
+// The hub feature transcripts on XS; logs emitted for comparison with Node.
+import { emit, run, test } from "./harness.js";
+import { checkFeatureTranscript, featureTranscripts, runFeatureTranscript } from "../transcripts/features.js";
+
+for (const t of featureTranscripts) {
+  test(`feature transcript: ${t.name}`, async () => {
+    const log = await runFeatureTranscript(t);
+    emit(`features:${t.name}`, log);
+    const problems = checkFeatureTranscript(t, log);
+    if (problems.length) throw new Error(problems.join("\n"));
+  });
+}
+
+await run("features");
