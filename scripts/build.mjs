@@ -29,6 +29,7 @@ export const STEPS = [
   { id: "node", project: "tsconfig.json", emits: true }, // rootDir ".", outDir "build"
   { id: "moddable", project: "hosts/moddable/tsconfig.json", emits: false }, // the Moddable host against its SDK declarations
   { id: "example", project: "examples/minimal/tsconfig.json", emits: false }, // the example app, through the manifest's dps-runtime/ specifiers
+  { id: "example-hub-features", project: "examples/hub-features/tsconfig.json", emits: false }, // the hub features example, the same way
 ];
 
 /** A build that failed for a reason already explained (tsc printed its errors): one line, no stack. */

@@ -6,6 +6,7 @@
 import type { FlashPort } from "../../modules/flash.js";
 import { MemoryFlash } from "../../modules/memory-flash.js";
 import type { Clock, LogPort, RandomSource } from "../../modules/ports.js";
+import type { HubFeature } from "../../modules/hub-session.js";
 import { DeviceRuntime, type RuntimeConfig, type RuntimeListener } from "../../modules/runtime.js";
 import { NodeHttpsPort } from "./https.js";
 import { NodeMqttConnector, type AddressResolver } from "./mqtt.js";
@@ -118,6 +119,8 @@ export interface DesktopDeviceOptions {
   readonly clock?: Clock;
   readonly log?: LogPort;
   readonly listener?: RuntimeListener;
+  /** Hub features: `new CloudMessages(...)`, `new DirectMethods()`, `new DeviceTwin(...)` (modules/c2d.ts, methods.ts, twin.ts). */
+  readonly features?: readonly HubFeature[];
 }
 
 /** Two 4 KiB sectors, like a small partition on an ESP32. */
@@ -141,5 +144,6 @@ export function createDesktopDevice(options: DesktopDeviceOptions): DeviceRuntim
       log: options.log,
     },
     options.listener,
+    options.features,
   );
 }
