@@ -43,7 +43,7 @@ const timers = moddableTimers(Timer);
 
 // Telemetry every `interval` seconds; the backend changes it through the desired property.
 let interval = 60;
-let repeat: unknown;
+let repeat: ReturnType<typeof Timer.repeat> | undefined;
 let count = 0;
 const send = (): void => {
   if (device.state === "connected") device.send({ count: ++count, interval });

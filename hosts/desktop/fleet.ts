@@ -14,6 +14,7 @@
  * fleet. The fleet reads each DPS answer's `retry-after` off the wire (a thin wrapper over the
  * connector) to check it against when the device really retried.
  */
+import type { HubFeature } from "../../modules/hub-session.js";
 import type { FlashPort } from "../../modules/flash.js";
 import { MemoryFlash } from "../../modules/memory-flash.js";
 import type { MqttConnectOptions, MqttConnector, MqttSession, MqttSessionCallbacks, RandomSource } from "../../modules/ports.js";
@@ -59,6 +60,8 @@ export interface FleetOptions {
   readonly maxConnecting?: number;
   /** Count MQTT round trips per device up to its first connection (default false). */
   readonly countRoundTrips?: boolean;
+  /** Hub features of each device (modules/c2d.ts, methods.ts, twin.ts); default none. */
+  readonly featuresFor?: (index: number) => readonly HubFeature[];
 }
 
 /** What a `hold` function can see of the running fleet. */
@@ -571,6 +574,7 @@ export async function runFleetRaw(options: FleetOptions): Promise<FleetRaw> {
         config,
         { mqtt: connector, https: options.transport.https, timers: nodeTimers, clock: systemClock, random, secureRandom, crypto: nodeCrypto, flash },
         listener,
+        options.featuresFor?.(i),
       );
       d.runtime.start();
     };
