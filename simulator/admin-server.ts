@@ -74,6 +74,15 @@ export function adminHandler(emulator: Emulator & { resetCounters(): void; clear
     status: 200,
     body: { ...emulator.endpoints, idScope: emulator.idScope, caPath: emulator.caPath },
   }));
+  add("GET", "/service-api", "the DPS service API: host name, port, shared access policies with their keys, and connection strings", () => ({
+    status: 200,
+    body: {
+      hostName: emulator.serviceApi.hostName,
+      host: emulator.endpoints.https.host,
+      port: emulator.endpoints.https.port,
+      policies: emulator.serviceApi.policies.map((p) => ({ ...p, connectionString: emulator.serviceConnectionString(p.name) })),
+    },
+  }));
   add("GET", "/enrollments", "individual and group enrollments (keys left out)", () => ({ status: 200, body: emulator.enrollments() }));
   add("POST", "/enrollments/individual", "add or replace an individual enrollment", ({ body }) => {
     emulator.addIndividualEnrollment(body as IndividualEnrollment);

@@ -100,7 +100,7 @@ async function main(v: OptionValues<typeof command.options>): Promise<number> {
       `  idScope   ${emulator.idScope}`,
       `  DPS       mqtts://${e.dps.host}:${e.dps.tlsPort}  mqtt://${e.dps.host}:${e.dps.tcpPort}`,
       `  Hubs      mqtts://${e.hub.host}:${e.hub.tlsPort}  mqtt://${e.hub.host}:${e.hub.tcpPort}  (${hubs})`,
-      `  Lookup    https://${e.https.host}:${e.https.port}`,
+      `  Lookup    https://${e.https.host}:${e.https.port}  (and the DPS service API, HostName ${emulator.serviceApi.hostName}; keys: GET /service-api)`,
       `  Admin     ${e.admin.url}`,
       `  CA        ${emulator.caPath}`,
       `  seed      ${emulator.seed}`,

@@ -82,7 +82,30 @@ export interface EmulatorConfig {
   unknownRegistrationStatus?: 401 | 404;
   /** Messages kept for `telemetry()` (default 10,000). */
   telemetryLimit?: number;
+  /** The DPS service REST API (enrollments, registration states) on the HTTPS port. */
+  serviceApi?: ServiceApiConfig;
 }
+
+/** A shared access policy of the DPS service API (`skn` in a service token). */
+export interface ServicePolicy {
+  name: string;
+  /** base64, at least 16 bytes; generated at start (from the seed) when absent. */
+  primaryKey?: string;
+  secondaryKey?: string;
+}
+
+export interface ServiceApiConfig {
+  /**
+   * The DPS host name service tokens name in `sr` (default dps-emulator.azure-devices-provisioning.localhost,
+   * which the server certificate covers). The connection string's HostName.
+   */
+  hostName?: string;
+  /** Default: one policy, provisioningserviceowner, with a generated key. */
+  policies?: ServicePolicy[];
+}
+
+export const DEFAULT_SERVICE_HOST_NAME = "dps-emulator.azure-devices-provisioning.localhost";
+export const DEFAULT_SERVICE_POLICY = "provisioningserviceowner";
 
 export const DEFAULT_CONFIG: EmulatorConfig = {
   idScope: "0ne00000001",
@@ -99,7 +122,7 @@ export const HUB_MAX_MESSAGE_BYTES = 256 * 1024;
 /** The schema of a config file, in schemas/ (simulator/json-schema.ts reads it). */
 export const CONFIG_SCHEMA = "emulator-config.schema.json";
 
-const CONFIG_FIELDS = ["$schema", "idScope", "hubs", "allocationPolicy", "assignAfterPolls", "retryAfterSeconds", "enrollments", "limits", "faults", "reprovisionPolicy", "unknownRegistrationStatus", "telemetryLimit"];
+const CONFIG_FIELDS = ["$schema", "idScope", "hubs", "allocationPolicy", "assignAfterPolls", "retryAfterSeconds", "enrollments", "limits", "faults", "reprovisionPolicy", "unknownRegistrationStatus", "telemetryLimit", "serviceApi"];
 const HUB_FIELDS = ["hostName", "allocationWeight", "maxMessageBytes"];
 const LIMIT_FIELDS = ["registrationsPerMinute", "operationsPerMinute", "pollsPerDevicePer10s"] as const;
 
@@ -229,6 +252,30 @@ export function checkFaultRule(rule: FaultRule, field = "fault"): void {
   for (const key of Object.keys(rule)) if (!known.has(key)) fail(`${field}.${key}`, "is not a fault rule field");
 }
 
+function checkServiceApi(api: ServiceApiConfig | undefined): void {
+  if (api === undefined) return;
+  optionalObject(api, "serviceApi");
+  knownFields(api, ["hostName", "policies"], "serviceApi");
+  if (api.hostName !== undefined && (typeof api.hostName !== "string" || !HOST_NAME.test(api.hostName))) fail("serviceApi.hostName", "must be a host name");
+  if (api.policies === undefined) return;
+  if (!Array.isArray(api.policies) || api.policies.length === 0) fail("serviceApi.policies", "must list at least one policy");
+  const names = new Set<string>();
+  api.policies.forEach((p, i) => {
+    const field = `serviceApi.policies[${i}]`;
+    if (typeof p !== "object" || p === null) fail(field, "must be an object");
+    knownFields(p, ["name", "primaryKey", "secondaryKey"], field);
+    if (typeof p.name !== "string" || !/^[A-Za-z0-9._-]{1,64}$/.test(p.name)) fail(`${field}.name`, "must be 1-64 letters, digits, '.', '_' or '-'");
+    if (names.has(p.name)) fail(`${field}.name`, "is listed twice");
+    names.add(p.name);
+    try {
+      if (p.primaryKey !== undefined) decodeKey(p.primaryKey, `${field}.primaryKey`);
+      if (p.secondaryKey !== undefined) decodeKey(p.secondaryKey, `${field}.secondaryKey`);
+    } catch (error) {
+      fail(field, (error as Error).message);
+    }
+  });
+}
+
 /** Checks a whole configuration; returns it with defaults filled in. Throws EmulatorError. */
 export function checkConfig(input: EmulatorConfig): EmulatorConfig {
   if (typeof input !== "object" || input === null) fail("config", "must be an object");
@@ -263,6 +310,7 @@ export function checkConfig(input: EmulatorConfig): EmulatorConfig {
   for (const key of LIMIT_FIELDS) {
     if (limits[key] !== undefined && (!Number.isInteger(limits[key]) || (limits[key] as number) < 1)) fail(`limits.${key}`, "must be a positive integer");
   }
+  checkServiceApi(input.serviceApi);
   optionalObject(input.enrollments, "enrollments");
   knownFields(input.enrollments ?? {}, ["individual", "groups"], "enrollments");
   const individual = input.enrollments?.individual ?? [];

@@ -2,7 +2,7 @@
 // plain TCP), the HTTPS status lookup and the admin API on loopback, and returns a handle that
 // tests and the demo drive and stop. It is an independent implementation of the service side of
 // the protocol (node:crypto and mqtt-packet), and imports nothing from modules/.
-import { constants as cryptoConstants } from "node:crypto";
+import { constants as cryptoConstants, randomBytes } from "node:crypto";
 import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
 import { createServer as createHttpsServer, type Server as HttpsServer } from "node:https";
 import { createServer as createTcpServer, type AddressInfo, type Server as TcpServer, type Socket } from "node:net";
@@ -10,8 +10,9 @@ import { join } from "node:path";
 import { createServer as createTlsServer, type TLSSocket } from "node:tls";
 import { adminHandler } from "./admin-server.js";
 import { ensureTlsIdentity } from "./certs.js";
-import { checkConfig, DEFAULT_CONFIG, loadConfigFile, type EmulatorConfig, type FaultRule, type GroupEnrollment, type IndividualEnrollment } from "./config.js";
+import { checkConfig, DEFAULT_CONFIG, DEFAULT_SERVICE_HOST_NAME, DEFAULT_SERVICE_POLICY, loadConfigFile, type EmulatorConfig, type FaultRule, type GroupEnrollment, type IndividualEnrollment } from "./config.js";
 import { DpsSession, type DpsLimits } from "./dps-session.js";
+import { serviceApiHandler } from "./dps-service-api.js";
 import { EmulatorError } from "./errors.js";
 import { FaultBook, type StoredFault } from "./faults.js";
 import { HubSession } from "./hub-session.js";
@@ -22,7 +23,7 @@ import { Random } from "./random.js";
 import { ProvisioningService, type RegistrationRecord, type TelemetryMessage } from "./service.js";
 import { SlidingKeyLimit, WindowLimit } from "./throttle.js";
 
-export type { EmulatorConfig, FaultRule, FaultStep, GroupEnrollment, HubConfig, IndividualEnrollment, MalformedKind, ReprovisionPolicy } from "./config.js";
+export type { EmulatorConfig, FaultRule, FaultStep, GroupEnrollment, HubConfig, IndividualEnrollment, MalformedKind, ReprovisionPolicy, ServiceApiConfig, ServicePolicy } from "./config.js";
 export type { RegistrationRecord, TelemetryMessage } from "./service.js";
 export type { LogLevel, LogSink } from "./log.js";
 export { EmulatorError } from "./errors.js";
@@ -69,6 +70,8 @@ export interface EmulatorCounters {
   hub: Record<string, number>;
   /** Status lookup answers per status code. */
   https: Record<string, number>;
+  /** DPS service API answers per status code. */
+  service: Record<string, number>;
   /** Injected faults per step. */
   faults: Record<string, number>;
   /** MQTT connections open now (DPS and hub). */
@@ -93,6 +96,17 @@ export interface Emulator {
   readonly caPath: string;
   /** The seed in use (given or drawn), to replay a run. */
   readonly seed: number;
+  /**
+   * The DPS service API (on the HTTPS port): the host name service tokens name (`sr`), and the
+   * shared access policies with their keys (configured, or generated at start). Secrets: for the
+   * backend or test that enrols devices, never for logs.
+   */
+  readonly serviceApi: { readonly hostName: string; readonly policies: readonly { name: string; primaryKey: string; secondaryKey: string }[] };
+  /**
+   * `HostName=…;SharedAccessKeyName=…;SharedAccessKey=…` for a policy (default
+   * provisioningserviceowner), as the portal shows it. Throws EmulatorError(NOT_FOUND) for an unknown policy.
+   */
+  serviceConnectionString(policyName?: string): string;
   /** Adds or replaces; throws EmulatorError when invalid or naming an unknown hub. */
   addIndividualEnrollment(e: IndividualEnrollment): void;
   addGroupEnrollment(e: GroupEnrollment): void;
@@ -138,7 +152,9 @@ class EmulatorImpl implements Emulator {
   readonly caPem: string;
   readonly caPath: string;
   readonly seed: number;
+  readonly serviceApi: Emulator["serviceApi"];
   readonly #service: ProvisioningService;
+  readonly #skewSeconds: number;
   readonly #faults: FaultBook;
   readonly #counters = new Counters();
   readonly #log: Logger;
@@ -162,7 +178,19 @@ class EmulatorImpl implements Emulator {
     this.caPem = identity.caPem;
     this.caPath = identity.caPath;
     this.#log = new Logger(options.log, options.logLevel ?? "info");
-    this.#service = new ProvisioningService(config, random, options.clockSkewSeconds ?? 300);
+    this.#skewSeconds = options.clockSkewSeconds ?? 300;
+    this.#service = new ProvisioningService(config, random, this.#skewSeconds);
+    // Generated keys come from node:crypto, not the seeded generator: they are secrets, and drawing
+    // them from the seed would shift every seeded choice after them.
+    const generated = (): string => randomBytes(32).toString("base64");
+    this.serviceApi = Object.freeze({
+      hostName: config.serviceApi?.hostName ?? DEFAULT_SERVICE_HOST_NAME,
+      policies: Object.freeze(
+        (config.serviceApi?.policies ?? [{ name: DEFAULT_SERVICE_POLICY }]).map((p) =>
+          Object.freeze({ name: p.name, primaryKey: p.primaryKey ?? generated(), secondaryKey: p.secondaryKey ?? generated() }),
+        ),
+      ),
+    });
     this.#faults = new FaultBook(random);
     for (const rule of config.faults ?? []) this.#faults.add(rule);
     this.#connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
@@ -236,7 +264,16 @@ class EmulatorImpl implements Emulator {
     const dpsTcp = mqtt("dps", false);
     const hubTls = mqtt("hub", true);
     const hubTcp = mqtt("hub", false);
-    const https = createHttpsServer(tlsOptions, lookupHandler(this.#ctx, this.#limits.operations));
+    const serviceApi = serviceApiHandler({
+      service: this.#service,
+      log: this.#log,
+      counters: this.#counters,
+      now: this.#ctx.now,
+      hostName: this.serviceApi.hostName,
+      policies: new Map(this.serviceApi.policies.map((p) => [p.name, [Buffer.from(p.primaryKey, "base64"), Buffer.from(p.secondaryKey, "base64")]])),
+      skewSeconds: this.#skewSeconds,
+    });
+    const https = createHttpsServer(tlsOptions, lookupHandler(this.#ctx, this.#limits.operations, serviceApi));
     const adminRoutes = adminHandler(this);
     this.#closeAdmin = () => adminRoutes.close();
     const admin = createHttpServer(adminRoutes);
@@ -278,6 +315,12 @@ class EmulatorImpl implements Emulator {
       }
     }
     if (++this.#sweeps % 40 === 0) this.#limits.pollsPerDevice.prune(this.#ctx.now());
+  }
+
+  serviceConnectionString(policyName: string = DEFAULT_SERVICE_POLICY): string {
+    const policy = this.serviceApi.policies.find((p) => p.name === policyName);
+    if (!policy) throw new EmulatorError("NOT_FOUND", `no service policy ${policyName} (${this.serviceApi.policies.map((p) => p.name).join(", ")})`);
+    return `HostName=${this.serviceApi.hostName};SharedAccessKeyName=${policy.name};SharedAccessKey=${policy.primaryKey}`;
   }
 
   addIndividualEnrollment(e: IndividualEnrollment): void {
@@ -357,6 +400,7 @@ class EmulatorImpl implements Emulator {
       dps: { ...c.dps },
       hub: { ...c.hub },
       https: { ...c.https },
+      service: { ...c.service },
       faults: { ...c.faults },
       connections: this.#sessions.size,
       registrations: c.assigned,

@@ -12,6 +12,7 @@ import { describeStatus } from "./errors.js";
 import { Counters } from "./log.js";
 import { describeRule, type SessionContext } from "./mqtt-session.js";
 import { malform } from "./dps-session.js";
+import { isServiceApiPath } from "./dps-service-api.js";
 import { parseSasToken } from "./sas.js";
 import type { Answer } from "./service.js";
 import type { WindowLimit } from "./throttle.js";
@@ -20,8 +21,18 @@ import { parseQuery } from "./topics.js";
 const MAX_BODY_BYTES = 96 * 1024;
 const PATH = /^\/([^/]+)\/registrations\/([^/?]+)$/;
 
-export function lookupHandler(ctx: SessionContext, operations: WindowLimit): (req: IncomingMessage, res: ServerResponse) => void {
+/**
+ * The HTTPS listener's handler: the device-side status lookup (`/{idScope}/registrations/{id}`),
+ * and, when given, the DPS service API for `/enrollments…`, `/enrollmentGroups…` and
+ * `/registrations/…` (simulator/dps-service-api.ts).
+ */
+export function lookupHandler(
+  ctx: SessionContext,
+  operations: WindowLimit,
+  serviceApi?: (req: IncomingMessage, res: ServerResponse) => void,
+): (req: IncomingMessage, res: ServerResponse) => void {
   return (req, res) => {
+    if (serviceApi && isServiceApiPath(req.url ?? "/")) return serviceApi(req, res);
     const chunks: Buffer[] = [];
     let size = 0;
     let tooLarge = false;

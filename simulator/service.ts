@@ -36,6 +36,10 @@ interface EnrollmentBase {
   initialTwin?: object;
   allocationPayload?: object;
   reprovisionPolicy?: ReprovisionPolicy;
+  /** What the service API reports (a new etag on every change). */
+  etag: string;
+  createdDateTimeUtc: string;
+  lastUpdatedDateTimeUtc: string;
 }
 interface IndividualRecord extends EnrollmentBase {
   kind: "individual";
@@ -129,6 +133,7 @@ export class ProvisioningService {
    */
   readonly #verified = new WeakMap<SasToken, { registrationId: string; idScope: string; enrollment: EnrollmentRecord; generation: number }>();
   #generation = 0;
+  #enrollmentVersion = 0;
   skewSeconds: number;
   assignAfterPolls: number;
   retryAfterSeconds: number;
@@ -158,11 +163,12 @@ export class ProvisioningService {
   // ---- enrollments ------------------------------------------------------------------------------
 
   /** Adds or replaces an individual enrollment. Throws EmulatorError when it is invalid or names an unknown hub. */
-  addIndividualEnrollment(e: IndividualEnrollment): void {
+  addIndividualEnrollment(e: IndividualEnrollment, nowMs = Date.now()): void {
     checkIndividualEnrollment(e);
     this.#checkHub(e.iotHubHostName);
     this.#generation++;
     this.#individual.set(e.registrationId, {
+      ...this.#stamp(this.#individual.get(e.registrationId), nowMs),
       kind: "individual",
       source: { ...e },
       registrationId: e.registrationId,
@@ -177,11 +183,12 @@ export class ProvisioningService {
   }
 
   /** Adds or replaces a group enrollment. Throws EmulatorError when it is invalid or names an unknown hub. */
-  addGroupEnrollment(e: GroupEnrollment): void {
+  addGroupEnrollment(e: GroupEnrollment, nowMs = Date.now()): void {
     checkGroupEnrollment(e);
     this.#checkHub(e.iotHubHostName);
     this.#generation++;
     this.#groups.set(e.groupId, {
+      ...this.#stamp(this.#groups.get(e.groupId), nowMs),
       kind: "group",
       source: { ...e },
       groupId: e.groupId,
@@ -201,6 +208,36 @@ export class ProvisioningService {
     const record = this.#findEnrollment(which);
     record.enabled = enabled;
     record.source.enabled = enabled;
+    Object.assign(record, this.#stamp(record, Date.now()));
+  }
+
+  /** The etag and times of a record being replaced (its creation time kept), or of a new one. */
+  #stamp(previous: EnrollmentRecord | undefined, nowMs: number): Pick<EnrollmentBase, "etag" | "createdDateTimeUtc" | "lastUpdatedDateTimeUtc"> {
+    const now = timestampUtc(nowMs);
+    // A counter, not the seeded generator: adding enrollments must not shift the seeded faults.
+    const etag = Buffer.from(`"${(++this.#enrollmentVersion).toString(16).padStart(12, "0")}"`).toString("base64");
+    return { etag, createdDateTimeUtc: previous?.createdDateTimeUtc ?? now, lastUpdatedDateTimeUtc: now };
+  }
+
+  /**
+   * One enrollment as the service API shows it: the config object with its keys, whether it is
+   * enabled, its etag and times. Undefined when there is none. A copy: changing it changes nothing.
+   */
+  enrollmentInfo(which: { registrationId: string } | { groupId: string }):
+    | { kind: "individual"; source: IndividualEnrollment; etag: string; createdDateTimeUtc: string; lastUpdatedDateTimeUtc: string }
+    | { kind: "group"; source: GroupEnrollment; etag: string; createdDateTimeUtc: string; lastUpdatedDateTimeUtc: string }
+    | undefined {
+    if ("registrationId" in which) {
+      const r = this.#individual.get(which.registrationId);
+      return r && { kind: "individual", source: structuredClone({ ...r.source, enabled: r.enabled }), etag: r.etag, createdDateTimeUtc: r.createdDateTimeUtc, lastUpdatedDateTimeUtc: r.lastUpdatedDateTimeUtc };
+    }
+    const g = this.#groups.get(which.groupId);
+    return g && { kind: "group", source: structuredClone({ ...g.source, enabled: g.enabled, disabledRegistrations: [...g.disabledRegistrations] }), etag: g.etag, createdDateTimeUtc: g.createdDateTimeUtc, lastUpdatedDateTimeUtc: g.lastUpdatedDateTimeUtc };
+  }
+
+  /** Registration ids of the individual enrollments, or ids of the groups, in insertion order. */
+  enrollmentIds(kind: "individual" | "group"): string[] {
+    return [...(kind === "individual" ? this.#individual.keys() : this.#groups.keys())];
   }
 
   /** Returns false when there was no such enrollment. Registrations and hub devices stay, as in DPS. */

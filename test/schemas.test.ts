@@ -190,6 +190,7 @@ test("agreement: an emulator config with every key the code's types declare vali
     reprovisionPolicy: "reprovisionAndMigrate",
     unknownRegistrationStatus: 401,
     telemetryLimit: 0,
+    serviceApi: { hostName: "dps-1.azure-devices-provisioning.localhost", policies: [{ name: "provisioningserviceowner", primaryKey: KEY, secondaryKey: KEY }] },
   };
   t.deepEqual(messages("emulator-config.schema.json", config), []);
   t.notThrows(() => checkConfig(config));
