@@ -17,8 +17,7 @@
  */
 import { utf8Decode } from "./encoding.js";
 import { UsageError, excerpt } from "./errors.js";
-import { parseJsonValue } from "./dps-protocol.js";
-import { parsePropertyBag } from "./hub-protocol.js";
+import { featureSet, parseJsonValue, parsePropertyBag } from "./hub-features.js";
 import type { FeatureIo, HubFeature } from "./hub-session.js";
 
 /** IoT Hub's own limit for a cloud-to-device message body. */
@@ -47,6 +46,7 @@ export interface CloudMessagesOptions {
 
 export class CloudMessages implements HubFeature {
   readonly name = "c2d";
+  readonly driver = featureSet;
   readonly maxIncomingBytes: number;
   #onMessage: (message: CloudMessage) => void;
   #prefix = "";

@@ -318,7 +318,7 @@ export function parseJson(payload: Uint8Array, what: string): Record<string, unk
   if (payload.length > MAX_MESSAGE_BYTES) {
     throw new PeerError("OVERSIZE", `the ${what} is ${payload.length} bytes, over the ${MAX_MESSAGE_BYTES}-byte limit`);
   }
-  if (tooDeep(payload)) {
+  if (nestsTooDeep(payload)) {
     throw new PeerError("MALFORMED_JSON", `the ${what} nests arrays or objects deeper than ${MAX_JSON_DEPTH} levels`);
   }
   const text = utf8Decode(payload);
@@ -335,28 +335,11 @@ export function parseJson(payload: Uint8Array, what: string): Record<string, unk
 }
 
 /**
- * Parses any UTF-8 JSON value (a method payload, a twin document) of at most `maxBytes`;
- * an empty body is `null`.
- * @throws PeerError OVERSIZE, MALFORMED_UTF8, MALFORMED_JSON (also deeper than MAX_JSON_DEPTH).
- */
-export function parseJsonValue(payload: Uint8Array, what: string, maxBytes: number): unknown {
-  if (payload.length > maxBytes) throw new PeerError("OVERSIZE", `the ${what} is ${payload.length} bytes, over the ${maxBytes}-byte limit`);
-  if (payload.length === 0) return null;
-  if (tooDeep(payload)) throw new PeerError("MALFORMED_JSON", `the ${what} nests arrays or objects deeper than ${MAX_JSON_DEPTH} levels`);
-  const text = utf8Decode(payload);
-  try {
-    return JSON.parse(text);
-  } catch {
-    throw new PeerError("MALFORMED_JSON", `the ${what} is not JSON: "${excerpt(text)}"`);
-  }
-}
-
-/**
  * True when brackets outside strings nest deeper than MAX_JSON_DEPTH. It reads the UTF-8 bytes
  * (no byte of a multi-byte character is ASCII) before they are decoded. JSON.parse fails at the
  * first character that breaks the grammar, so it never goes deeper than this scan counts.
  */
-function tooDeep(bytes: Uint8Array): boolean {
+export function nestsTooDeep(bytes: Uint8Array): boolean {
   let depth = 0;
   let inString = false;
   for (let i = 0; i < bytes.length; i++) {

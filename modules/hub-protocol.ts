@@ -14,7 +14,7 @@
  * connection at the first publish.
  */
 import { excerpt, PeerError, UsageError } from "./errors.js";
-import { urlDecode, urlEncode, urlEncodeStrict } from "./encoding.js";
+import { urlEncode, urlEncodeStrict } from "./encoding.js";
 
 export const HUB_API_VERSION = "2021-04-12";
 
@@ -136,28 +136,3 @@ export function checkHubHost(host: unknown): asserts host is string {
   }
 }
 
-/**
- * A property bag or topic query as the hub writes it, `%24.mid=42&%24.to=%2Fdevices%2Fd1&color=red`
- * (or `$rid=7&$version=12` after a `?`), decoded into own properties of a prototype-less object;
- * a key given twice keeps its first value, a key without `=` has the value "".
- * @throws PeerError MALFORMED_TOPIC on a broken percent-escape; MALFORMED_UTF8.
- */
-export function parsePropertyBag(bag: string): Record<string, string> {
-  const out: Record<string, string> = Object.create(null) as Record<string, string>;
-  if (bag === "") return out;
-  const pairs = bag.split("&");
-  for (let i = 0; i < pairs.length; i++) {
-    const pair = pairs[i];
-    if (pair === "") continue;
-    const eq = pair.indexOf("=");
-    const key = urlDecode(eq < 0 ? pair : pair.slice(0, eq));
-    if (!(key in out)) out[key] = eq < 0 ? "" : urlDecode(pair.slice(eq + 1));
-  }
-  return out;
-}
-
-/** The query after the first `?` of a topic, parsed, or an empty bag when there is none. */
-export function topicQuery(topic: string): Record<string, string> {
-  const q = topic.indexOf("?");
-  return parsePropertyBag(q < 0 ? "" : topic.slice(q + 1));
-}

@@ -111,6 +111,39 @@ export interface HubFeature {
   timer(io: FeatureIo): void;
   /** Called once by the driver: how the application's calls reach the machine (as a `call` event). */
   attach(call: (fn: (io: FeatureIo) => void) => void): void;
+  /** Builds the plumbing that runs a set of features (FeatureSet, hub-features.ts): the session uses the first feature's. */
+  readonly driver: (features: readonly HubFeature[]) => FeatureDriver;
+}
+
+/** What the session sees of itself during one event, for its features. */
+export interface SessionView {
+  readonly out: HubCommand[];
+  readonly now: number;
+  readonly deviceId: string;
+  /** Connected, with the link open. */
+  readonly connected: boolean;
+  readonly random: RandomSource;
+  readonly policy: RetryPolicy;
+}
+
+/**
+ * The session's side of its features, kept out of this module so that a firmware without them
+ * does not carry it (hub-features.ts).
+ */
+export interface FeatureDriver {
+  /** The largest PUBLISH the features take, topic included: the host's packet limit. */
+  readonly maxPacketBytes: number;
+  /** CONNACK 0: each feature's subscriptions go out. */
+  up(view: SessionView): void;
+  suback(granted: readonly number[], view: SessionView): void;
+  /** True when a ready feature claims the message. */
+  message(topic: string, payload: Uint8Array, oversize: number | undefined, view: SessionView): boolean;
+  /** The link is gone. */
+  down(view: SessionView): void;
+  /** The next time a ready feature wants `timer`. */
+  deadline(): number | undefined;
+  timer(view: SessionView): void;
+  call(feature: HubFeature, fn: (io: FeatureIo) => void, view: SessionView): void;
 }
 
 /** What the features report (through the runtime's listener). */
@@ -228,13 +261,7 @@ export class HubSession {
   #maxQueue: number;
   #maxInFlight: number;
   #maxMessageBytes: number;
-  #features: readonly HubFeature[];
-  /** Per feature: subscriptions not yet granted on this connection (-1: refused; 0: ready). */
-  #pendingSubs: number[] = [];
-  /** The feature of each SUBSCRIBE awaiting its SUBACK, in order. */
-  #subOrder: number[] = [];
-  #featuresUp = false;
-  #maxIncoming: number | undefined;
+  #features: FeatureDriver | undefined;
 
   /** @throws UsageError INVALID_ARGUMENT for a bad configuration. */
   constructor(config: HubSessionConfig, deps: HubSessionDeps) {
@@ -248,12 +275,10 @@ export class HubSession {
     this.#config = config;
     this.#deps = deps;
     this.#policy = config.policy ?? defaultRetryPolicy;
-    this.#features = config.features ?? [];
-    for (let i = 0; i < this.#features.length; i++) {
-      const f = this.#features[i];
-      check(f !== null && typeof f === "object" && typeof f.message === "function" && typeof f.subscriptions === "function", "features must be hub features (c2d.ts, methods.ts, twin.ts)");
-      // A topic and property bag of up to 1 KiB ride on the largest body.
-      this.#maxIncoming = Math.max(this.#maxIncoming ?? 0, f.maxIncomingBytes + 1024);
+    const features = config.features;
+    if (features && features.length > 0) {
+      check(typeof features[0]?.driver === "function", "features must be hub features (c2d.ts, methods.ts, twin.ts)");
+      this.#features = features[0].driver(features);
     }
     // Checks the model id now rather than at the first connect.
     hubUsername("h", "d", config);
@@ -302,7 +327,7 @@ export class HubSession {
     if (kind === "call") {
       // An application's call into a feature: in any phase (a twin patch while offline is queued).
       this.#begin(now);
-      event.fn(this.#io(this.#features.indexOf(event.feature)));
+      this.#features?.call(event.feature, event.fn, this.#view());
       return this.#end();
     }
     if (kind === "start" ? this.#phase !== "idle" : kind === "timer" && this.#timerAt === undefined) {
@@ -331,10 +356,12 @@ export class HubSession {
         this.#onPuback(event.tag);
         break;
       case "message":
-        if (this.#phase === "connected") this.#onMessage(event.topic, event.payload, event.oversize);
+        if (this.#phase === "connected" && !this.#features?.message(event.topic, event.payload, event.oversize, this.#view())) {
+          this.#out.push({ kind: "received", topic: event.topic, payload: event.payload });
+        }
         break;
       case "suback":
-        this.#onSuback(event.granted);
+        this.#features?.suback(event.granted, this.#view());
         break;
       case "closed":
         this.#lost(event.fault.kind, `the hub connection ended (${event.fault.kind}): ${excerpt(event.fault.message, 120)}`);
@@ -364,7 +391,7 @@ export class HubSession {
       const connected = this.#phase === "connected";
       const times = [this.#connectDeadline, this.#retryAt, connected ? this.#renewAt : undefined, connected ? this.#stableAt : undefined];
       for (let i = 0; i < this.#inFlight.length; i++) times.push(this.#inFlight[i].deadline);
-      if (connected) for (let i = 0; i < this.#features.length; i++) if (this.#pendingSubs[i] === 0) times.push(this.#features[i].deadline());
+      if (connected) times.push(this.#features?.deadline());
       for (let i = 0; i < times.length; i++) {
         const t = times[i];
         if (t !== undefined && (next === undefined || t < next)) next = t;
@@ -400,7 +427,7 @@ export class HubSession {
     this.#linkOpen = true;
     this.#out.push({
       kind: "connect",
-      options: { host: this.#hubHost, port: c.port ?? HUB_MQTT_PORT, clientId: this.#deviceId, username, password, keepAliveSeconds: c.keepAliveSeconds ?? 60, cleanSession: true, maxPacketBytes: this.#maxIncoming },
+      options: { host: this.#hubHost, port: c.port ?? HUB_MQTT_PORT, clientId: this.#deviceId, username, password, keepAliveSeconds: c.keepAliveSeconds ?? 60, cleanSession: true, maxPacketBytes: this.#features?.maxPacketBytes },
     });
   }
 
@@ -416,7 +443,7 @@ export class HubSession {
       this.#stableAt = this.#now + this.#policy.hub.stableMs;
       this.#status({ state: "connected", queued: this.queued });
       this.#flush();
-      this.#subscribe();
+      this.#features?.up(this.#view());
       return;
     }
     this.#close();
@@ -455,83 +482,11 @@ export class HubSession {
       this.#requeue();
       return this.#connect("renewing");
     }
-    for (let i = 0; i < this.#features.length; i++) {
-      const at = this.#pendingSubs[i] === 0 ? this.#features[i].deadline() : undefined;
-      if (at !== undefined && now >= at) this.#features[i].timer(this.#io(i));
-    }
+    this.#features?.timer(this.#view());
   }
 
-  // ---- features
-
-  /** After CONNACK 0: each feature's subscriptions, in order; each is ready once all are granted. */
-  #subscribe(): void {
-    this.#featuresUp = true;
-    this.#subOrder = [];
-    for (let i = 0; i < this.#features.length; i++) {
-      const topics = this.#features[i].subscriptions(this.#deviceId);
-      this.#pendingSubs[i] = topics.length;
-      for (let k = 0; k < topics.length; k++) {
-        this.#subOrder.push(i);
-        this.#out.push({ kind: "subscribe", topic: topics[k], qos: 1 });
-      }
-      if (topics.length === 0) this.#features[i].ready(this.#io(i));
-    }
-  }
-
-  #onSuback(granted: readonly number[]): void {
-    const i = this.#subOrder.shift();
-    if (i === undefined || this.#pendingSubs[i] <= 0) return;
-    const f = this.#features[i];
-    if (!(granted[0] <= 1)) {
-      this.#pendingSubs[i] = -1;
-      this.#out.push({ kind: "feature", event: { source: "feature", state: "unavailable", feature: f.name, reason: `the hub refused the subscription of ${f.name} (granted ${granted[0]}); it stays off until the next connection` } });
-      return;
-    }
-    if (--this.#pendingSubs[i] === 0) f.ready(this.#io(i));
-  }
-
-  #onMessage(topic: string, payload: Uint8Array, oversize: number | undefined): void {
-    // Offered to the features whose subscriptions stand on this connection.
-    for (let i = 0; i < this.#features.length; i++) if (this.#pendingSubs[i] === 0 && this.#features[i].message(topic, payload, oversize, this.#io(i))) return;
-    this.#out.push({ kind: "received", topic, payload });
-  }
-
-  /** The features' link is gone: each forgets what it had in flight on it. */
-  #featuresLost(): void {
-    if (!this.#featuresUp) return;
-    this.#featuresUp = false;
-    this.#subOrder = [];
-    for (let i = 0; i < this.#features.length; i++) {
-      this.#pendingSubs[i] = -1;
-      this.#features[i].lost(this.#io(i));
-    }
-  }
-
-  /** The I/O the feature at `index` gets during one event. */
-  #io(index: number): FeatureIo {
-    const out = this.#out;
-    const ready = this.#phase === "connected" && this.#pendingSubs[index] === 0;
-    return {
-      now: this.#now,
-      deviceId: this.#deviceId,
-      ready,
-      random: this.#deps.random,
-      policy: this.#policy,
-      publish: (topic, payload) => {
-        if (!ready || !this.#linkOpen) return false;
-        out.push({ kind: "publish", topic, payload, qos: 0 });
-        return true;
-      },
-      invoke: (what, run) => {
-        out.push({ kind: "invoke", what, run });
-      },
-      report: (event) => {
-        out.push({ kind: "feature", event });
-      },
-      reprovision: (reason) => {
-        out.push({ kind: "reprovision", reason });
-      },
-    };
+  #view(): SessionView {
+    return { out: this.#out, now: this.#now, deviceId: this.#deviceId, connected: this.#phase === "connected" && this.#linkOpen, random: this.#deps.random, policy: this.#policy };
   }
 
   /** The session has proved itself: the failure count and window start again from zero. */
@@ -561,7 +516,7 @@ export class HubSession {
   /** The link is gone (a drop, a timeout, a protocol error): blame, requeue, retry. */
   #lost(fault: TransportFault["kind"], message: string): void {
     this.#linkOpen = false;
-    this.#featuresLost();
+    this.#features?.down(this.#view());
     this.#connectDeadline = undefined;
     const oldest = this.#inFlight[0];
     if (oldest && ++oldest.losses >= this.#policy.hub.maxMessageAttempts) {
@@ -611,7 +566,7 @@ export class HubSession {
   #close(): void {
     if (this.#linkOpen) this.#out.push({ kind: "close" });
     this.#linkOpen = false;
-    this.#featuresLost();
+    this.#features?.down(this.#view());
   }
 
   #status(fields: Omit<HubStatus, "attempt">): void {

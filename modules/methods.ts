@@ -26,8 +26,7 @@
  */
 import { utf8Encode } from "./encoding.js";
 import { DpsError, UsageError, excerpt } from "./errors.js";
-import { parseJsonValue } from "./dps-protocol.js";
-import { topicQuery } from "./hub-protocol.js";
+import { featureSet, parseJsonValue, topicQuery } from "./hub-features.js";
 import type { FeatureIo, HubFeature } from "./hub-session.js";
 
 /** IoT Hub's own limit for a method payload, each way. */
@@ -70,6 +69,7 @@ interface Pending {
 
 export class DirectMethods implements HubFeature {
   readonly name = "methods";
+  readonly driver = featureSet;
   readonly maxIncomingBytes: number;
   #handlers: Record<string, MethodHandler> = Object.create(null) as Record<string, MethodHandler>;
   #pending = new Map<string, Pending>();

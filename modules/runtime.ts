@@ -365,10 +365,12 @@ export function describeEvent(e: RuntimeEvent): string {
   if (e.source === "cache") return `cache ${e.state}${e.detail ? `: ${e.detail}` : ""}${e.rejected && e.rejected.length ? ` (rejected ${e.rejected.join("; ")})` : ""}`;
   if (e.source === "telemetry") return `telemetry ${e.id} ${e.state === "sent" ? "acknowledged" : `dropped: ${e.reason}`}`;
   if (e.source === "message") return `message on ${e.topic}`;
-  if (e.source === "c2d") return `c2d ${e.state}${e.messageId ? ` ${e.messageId}` : ""} (${e.bytes} bytes)${e.reason ? `: ${e.reason}` : ""}`;
-  if (e.source === "method") return `method ${e.name} ${e.state} ${e.status}${e.reason ? `: ${e.reason}` : ""}`;
-  if (e.source === "twin") return `twin ${e.state}${e.version !== undefined ? ` version ${e.version}` : ""}${e.status !== undefined ? ` status ${e.status}` : ""}${e.delayMs !== undefined ? ` next in ${e.delayMs} ms` : ""}${e.reason ? `: ${e.reason}` : ""}`;
-  return `${e.feature} ${e.state}: ${e.reason}`;
+  // The hub features' events (c2d, method, twin, feature): each field as it is, the reason last.
+  const f = e as unknown as Record<string, unknown>;
+  let line = `${e.source} ${e.state}`;
+  const keys = Object.keys(f);
+  for (let i = 0; i < keys.length; i++) if (keys[i] !== "source" && keys[i] !== "state" && keys[i] !== "reason") line += ` ${keys[i]} ${f[keys[i]]}`;
+  return f.reason === undefined ? line : `${line} — ${f.reason}`;
 }
 
 function describeError(error: unknown): string {

@@ -28,8 +28,7 @@
  */
 import { utf8Encode } from "./encoding.js";
 import { UsageError, excerpt } from "./errors.js";
-import { parseJsonValue } from "./dps-protocol.js";
-import { topicQuery } from "./hub-protocol.js";
+import { featureSet, parseJsonValue, topicQuery } from "./hub-features.js";
 import type { FeatureIo, HubFeature } from "./hub-session.js";
 import { actionForStatus, retryDelayMs } from "./retry-policy.js";
 
@@ -59,6 +58,7 @@ interface Request {
 
 export class DeviceTwin implements HubFeature {
   readonly name = "twin";
+  readonly driver = featureSet;
   readonly maxIncomingBytes: number;
   #onDesired: DeviceTwinOptions["onDesired"];
   #reprovision: string | false;
