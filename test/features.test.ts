@@ -19,3 +19,11 @@ test("feature transcripts: every command log equals the pinned one (test/transcr
   t.deepEqual(Object.keys(current).sort(), Object.keys(golden).sort(), "the set of transcripts");
   for (const name of Object.keys(current)) t.deepEqual(current[name], golden[name], name);
 });
+
+test("feature fuzz: 2,000 sequences of hostile hub messages, drops, timers and application calls; nothing escapes the session", async (t) => {
+  const { fuzzFeatures } = await import("./support/feature-fuzz.js");
+  const s = fuzzFeatures(2000, 12);
+  t.log(`${s.sequences} sequences, ${s.events} events, ${s.answers} method answers published`);
+  t.deepEqual(s.failures, []);
+  t.true(s.answers > 100, "method calls were answered");
+});

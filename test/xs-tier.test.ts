@@ -56,6 +56,13 @@ test(`XS tier: ${featureTranscripts.length} hub feature transcripts give identic
   for (const transcript of featureTranscripts) t.deepEqual(logs.get(transcript.name), await runFeatureTranscript(transcript), transcript.name);
 });
 
+test("XS tier: the hub feature fuzz sample gives the same summary on Node and XS", async (t) => {
+  const { fuzzFeatures } = await import("./support/feature-fuzz.js");
+  let xs: unknown;
+  for (const [, run] of runs) if (run.emitted.has("feature-fuzz")) xs = run.emitted.get("feature-fuzz");
+  t.deepEqual(xs, JSON.parse(JSON.stringify(fuzzFeatures(200, 12))));
+});
+
 test(`XS tier: ${lifecycleTranscripts.length} lifecycle transcripts give identical command logs on Node and XS`, (t) => {
   const logs = new Map<string, unknown>();
   for (const [, run] of runs) for (const [key, value] of run.emitted) if (key.startsWith("lifecycle:")) logs.set(key.slice(10), value);
