@@ -7,6 +7,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { FlashPort } from "../../modules/flash.js";
+import type { HubFeature } from "../../modules/hub-session.js";
 import type { DeviceRuntime, RuntimeConfig, RuntimeEvent } from "../../modules/runtime.js";
 import { createDesktopDevice, DESKTOP_FLASH_GEOMETRY, emulatorTransport, type DesktopTransport } from "../../hosts/desktop/device.js";
 import { NorFlashFile } from "../../hosts/desktop/nor-flash-file.js";
@@ -74,8 +75,9 @@ export class TestDevice {
   readonly runtime: DeviceRuntime;
   #waiters: { predicate: (e: RuntimeEvent) => boolean; resolve: (e: RuntimeEvent) => void }[] = [];
 
-  constructor(world: World, config: Partial<RuntimeConfig> & { registrationId: string }, flash?: string | FlashPort) {
+  constructor(world: World, config: Partial<RuntimeConfig> & { registrationId: string }, flash?: string | FlashPort, features?: readonly HubFeature[]) {
     this.runtime = createDesktopDevice({
+      features,
       config: { idScope: world.emulator.idScope, globalEndpoint: DPS_HOST, retryPolicy: fastRetries, ...config } as RuntimeConfig,
       transport: world.transport,
       flash,
