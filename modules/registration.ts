@@ -97,7 +97,8 @@ export type RegistrationEvent =
   | { readonly kind: "start" }
   | { readonly kind: "connack"; readonly returnCode: number }
   | { readonly kind: "suback"; readonly granted: readonly number[] }
-  | { readonly kind: "message"; readonly topic: string; readonly payload: Uint8Array }
+  /** `oversize`: the host skipped a body of that many bytes (over `maxAnswerBytes`). */
+  | { readonly kind: "message"; readonly topic: string; readonly payload: Uint8Array; readonly oversize?: number }
   | { readonly kind: "closed"; readonly fault: TransportFault }
   | { readonly kind: "timer" }
   | { readonly kind: "lookup-response"; readonly response: HttpsResponse }
@@ -449,6 +450,12 @@ function onMessage(c: Context, event: RegistrationEvent): void {
   c.ridInFlight = undefined;
   c.unanswered = false;
   clearTimer(c);
+  const oversize = (event as { oversize?: number }).oversize;
+  if (oversize !== undefined) {
+    // The host skipped the body: the same final answer as a link ended for its size.
+    closeConnection(c);
+    return applyFault(c, "oversize", `DPS sent an answer of ${oversize} bytes, larger than maxAnswerBytes (${c.config.maxAnswerBytes ?? DPS_MAX_ANSWER_BYTES} bytes); raise maxAnswerBytes to accept it`);
+  }
   if (response.status >= 300) return onErrorAnswer(c, response);
   // Our answer, unreadable (or a status DPS does not use): a server fault, after its retry-after.
   if (response.problem) return applyFault(c, "malformed", `DPS sent an unreadable answer: ${response.problem.message}`, response.retryAfterSeconds);

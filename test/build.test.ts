@@ -33,6 +33,7 @@ const PROGRAMS: Record<string, string[]> = {
   node: ["modules/a.ts", "modules/types.d.ts", "hosts/desktop/d.ts", "hosts/moddable/m.ts", "test/t.test.ts"],
   moddable: ["modules/a.ts", "hosts/moddable/m.ts"],
   example: ["modules/a.ts", "hosts/moddable/m.ts", "examples/minimal/main.ts"],
+  "example-hub-features": ["modules/a.ts", "hosts/moddable/m.ts", "examples/hub-features/main.ts"],
 };
 
 function fakeTree(): string {
@@ -45,6 +46,7 @@ function fakeTree(): string {
     "modules/tsconfig.json": "{}",
     "hosts/moddable/tsconfig.json": "{}",
     "examples/minimal/tsconfig.json": "{}",
+    "examples/hub-features/tsconfig.json": "{}",
     "node_modules/.package-lock.json": "{}",
     "README.md": "# fake",
   };
@@ -99,7 +101,7 @@ function harness() {
   };
 }
 
-const ALL = ["modules", "node", "moddable", "example"];
+const ALL = ["modules", "node", "moddable", "example", "example-hub-features"];
 
 test("build: each step runs once, then none until something it read changes", (t) => {
   const h = harness();
@@ -113,7 +115,7 @@ test("build: each step runs once, then none until something it read changes", (t
     t.true(h.lines.some((line) => line.includes("test/t.test.ts changed")), "the log says why");
 
     h.edit("hosts/moddable/m.ts");
-    t.deepEqual(h.run(), ["node", "moddable", "example"], "the no-emit checks run when their inputs change");
+    t.deepEqual(h.run(), ["node", "moddable", "example", "example-hub-features"], "the no-emit checks run when their inputs change");
 
     h.edit("modules/types.d.ts");
     t.deepEqual(h.run(), ["modules", "node"]);
@@ -134,7 +136,7 @@ test("build: each step runs once, then none until something it read changes", (t
     t.deepEqual(h.run(), ALL, "and so does one removed");
 
     t.deepEqual(h.run(true), ALL, "--force runs every step");
-    t.deepEqual(h.buildInfoAtStart(), { modules: false, node: false, moddable: false, example: false }, "from scratch");
+    t.deepEqual(h.buildInfoAtStart(), { modules: false, node: false, moddable: false, example: false, "example-hub-features": false }, "from scratch");
   } finally {
     h.cleanup();
   }
@@ -175,7 +177,7 @@ test("build: a failed step leaves no stamp, so the next build runs it (and what 
 
     t.throws(() => h.run(), { instanceOf: scripts.BuildError }, "still failing: still run");
     h.failing.clear();
-    t.deepEqual(h.run(), ["moddable", "example"], "the steps that succeeded keep their stamps");
+    t.deepEqual(h.run(), ["moddable", "example", "example-hub-features"], "the steps that succeeded keep their stamps");
     t.deepEqual(h.run(), []);
   } finally {
     h.cleanup();

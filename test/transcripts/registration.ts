@@ -510,6 +510,14 @@ export const transcripts: Transcript[] = [
     outcome: "done assigned via=register",
   },
   {
+    name: "an answer over maxAnswerBytes that the host skipped (oversize, the link still up): the same final OVERSIZE",
+    config: { maxAnswerBytes: 4096 },
+    steps: [...open, { event: { kind: "message", topic: "$dps/registrations/res/200/?$rid=1", payload: new Uint8Array(0), oversize: 70_000 } }],
+    expectInOrder: ["max-packet=4096", '> message $dps/registrations/res/200/?$rid=1 ""', "close", "status failed"],
+    expectNever: ["set-timer 2500"],
+    outcome: "done failed OVERSIZE",
+  },
+  {
     name: "an answer over maxAnswerBytes: a configuration error that names the setting, not retried",
     config: { maxAnswerBytes: 4096 },
     steps: [connack(0), closed("oversize")],
