@@ -12,7 +12,7 @@ export type TransportFaultKind =
   | "tls" // TLS handshake or certificate verification failed
   | "closed" // the peer or the network closed an open connection
   | "protocol" // the peer sent bytes that are not valid MQTT
-  | "oversize" // the peer sent a packet over `MqttConnectOptions.maxPacketBytes`
+  | "oversize" // the peer sent a packet over `MqttConnectOptions.maxPacketBytes` (a PUBLISH: only if its topic alone is)
   | "timeout"; // the host gave up on a connect or a keepalive
 
 export interface TransportFault {
@@ -33,8 +33,12 @@ export interface MqttConnectOptions {
   readonly keepAliveSeconds: number;
   readonly cleanSession: boolean;
   /**
-   * The largest packet the host accepts from the peer (fixed header included); a larger one ends
-   * the session with fault "oversize" (its message says how large it was). Default: the host's own.
+   * The largest packet the host accepts from the peer (fixed header included). A larger PUBLISH
+   * does not end the session: the host keeps its topic and packet id, discards its payload as it
+   * streams in (never buffering it), and reports it through `onMessage` with `oversize` set; but
+   * if even its fixed header, topic and packet id exceed this, or the larger packet is of another
+   * type, the session ends with fault "oversize" (its message says how large it was). Default:
+   * the host's own.
    */
   readonly maxPacketBytes?: number;
 }
@@ -44,7 +48,18 @@ export interface MqttSessionCallbacks {
   onConnack(returnCode: number, sessionPresent: boolean): void;
   /** SUBACK arrived for `packetId`: one granted QoS per topic, 0x80 for a refusal. */
   onSuback(packetId: number, granted: readonly number[]): void;
-  /** A PUBLISH arrived (the host has already acknowledged it at the transport level). */
+  /**
+   * A PUBLISH arrived; a QoS 1 one is acknowledged (PUBACK) when this returns, so a message the
+   * core has handed to the application is acknowledged, and one lost in a crash in between is
+   * redelivered by the hub. No PUBACK follows if the core closed the session inside this call
+   * (the hub redelivers the message to a later session) or if this threw (it must not).
+   *
+   * `oversize` is set when the PUBLISH was larger than `MqttConnectOptions.maxPacketBytes`: it is
+   * the PUBLISH's whole size in bytes on the wire (fixed header, topic, packet id and payload),
+   * `payload` is then empty (the host discarded it unread), and the PUBLISH is still acknowledged
+   * as above: the core decides what to do about it (report, reject), since a redelivery of a
+   * message that can never fit would loop. Undefined for every PUBLISH within the limit.
+   */
   onMessage(topic: string, payload: Uint8Array, oversize?: number): void;
   /** PUBACK arrived for a QoS 1 publish. */
   onPuback(packetId: number): void;

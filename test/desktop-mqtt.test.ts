@@ -1,7 +1,8 @@
 /**
  * NodeMqttConnector (hosts/desktop/mqtt.ts) against a real broker, Debian's mosquitto 2.0, started
  * here on loopback with a plain and a TLS listener (throwaway certificates from support/certs.ts),
- * and against small fake servers for what a good broker never does (garbage, silence, oversize).
+ * and against small fake servers for what a good broker never does (garbage, silence, oversize),
+ * and FrameLimiter, the oversize-PUBLISH skipper ahead of mqtt-packet's parser, on its own.
  *
  * Without mosquitto the broker tests are skipped, or fail when CI=true. Every wait is bounded.
  */
@@ -12,7 +13,7 @@ import * as net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import mqttPacket, { type Packet } from "mqtt-packet";
-import { NodeMqttConnector } from "../hosts/desktop/mqtt.js";
+import { FrameLimiter, NodeMqttConnector, type FrameSink } from "../hosts/desktop/mqtt.js";
 import type { MqttConnectOptions, MqttSession, MqttSessionCallbacks, TransportFault } from "../modules/ports.js";
 import { createTestCertificates, type TestCertificates } from "./support/certs.js";
 
@@ -22,7 +23,7 @@ import { createTestCertificates, type TestCertificates } from "./support/certs.j
 type SessionEvent =
   | { readonly type: "connack"; readonly returnCode: number; readonly sessionPresent: boolean }
   | { readonly type: "suback"; readonly packetId: number; readonly granted: readonly number[] }
-  | { readonly type: "message"; readonly topic: string; readonly payload: Buffer }
+  | { readonly type: "message"; readonly topic: string; readonly payload: Buffer; readonly oversize?: number }
   | { readonly type: "puback"; readonly packetId: number }
   | { readonly type: "close"; readonly fault: TransportFault };
 
@@ -50,8 +51,11 @@ class Recorder implements MqttSessionCallbacks {
   onSuback(packetId: number, granted: readonly number[]): void {
     this.#push({ type: "suback", packetId, granted: [...granted] });
   }
-  onMessage(topic: string, payload: Uint8Array): void {
-    this.#push({ type: "message", topic, payload: Buffer.from(payload) });
+  /** Called at the end of each onMessage (after it is recorded), for tests that act inside it. */
+  inMessage: ((topic: string) => void) | undefined;
+  onMessage(topic: string, payload: Uint8Array, oversize?: number): void {
+    this.#push(oversize === undefined ? { type: "message", topic, payload: Buffer.from(payload) } : { type: "message", topic, payload: Buffer.from(payload), oversize });
+    this.inMessage?.(topic);
   }
   onPuback(packetId: number): void {
     this.#push({ type: "puback", packetId });
@@ -528,27 +532,259 @@ test("NodeMqttConnector: a packet other than CONNACK first ends with fault proto
   }
 });
 
-brokerTest("NodeMqttConnector: an incoming packet over the session's maxPacketBytes ends with fault oversize; the sender is unaffected", async (t) => {
-  // The connector's own default is 128 KiB; the session asks for 1 KiB, as the registration
-  // machine does with its maxAnswerBytes.
+brokerTest("NodeMqttConnector: a 64 KiB PUBLISH over the session's 8 KiB maxPacketBytes reaches onMessage as topic, empty payload and size; the session stays open, the next message arrives whole, both are PUBACKed", async (t) => {
+  // The connector's own default is 128 KiB; the session asks for 8 KiB, as a hub session may.
   const topic = `test/${process.pid}/oversize`;
-  const receiver = open(plain, connectOptions("127.0.0.1", theBroker().port, { maxPacketBytes: 1024 }));
+  const options = connectOptions("127.0.0.1", theBroker().port, { maxPacketBytes: 8192, cleanSession: false });
+  const receiver = open(plain, options);
   await receiver.recorder.connack();
   const subId = receiver.session.subscribe(topic, 1);
   await receiver.recorder.waitFor((e) => e.type === "suback" && e.packetId === subId, 5000, "SUBACK");
-  receiver.session.publish(topic, Buffer.alloc(500, 1), 1);
-  await receiver.recorder.waitFor((e) => e.type === "message", 5000, "a message under the limit");
 
   const sender = open(plain, connectOptions("127.0.0.1", theBroker().port));
   await sender.recorder.connack();
-  const pubId = sender.session.publish(topic, Buffer.alloc(4096, 2), 1);
-  const closed = await receiver.recorder.closed();
-  t.is(closed.fault.kind, "oversize", closed.fault.message);
-  t.regex(closed.fault.message, /an incoming packet of 41\d\d bytes, over the 1024-byte limit/);
-  t.is(receiver.recorder.count("message"), 1, "the oversize message was not delivered");
-  await sender.recorder.waitFor((e) => e.type === "puback" && e.packetId === pubId, 5000, "PUBACK to the sender");
+  const bigId = sender.session.publish(topic, Buffer.alloc(64 * 1024, 2), 1);
+  const smallId = sender.session.publish(topic, Buffer.from("after"), 1);
+  await receiver.recorder.waitFor((e) => e.type === "message" && e.payload.toString() === "after", 5000, "the small message after the big one");
+  // What mosquitto sends: the same PUBLISH at QoS 1 with a packet id of its own.
+  const size = mqttPacket.generate({ cmd: "publish", topic, payload: Buffer.alloc(64 * 1024), qos: 1, messageId: 1, dup: false, retain: false }).length;
+  t.deepEqual(
+    receiver.recorder.events.filter((e) => e.type === "message"),
+    [
+      { type: "message", topic, payload: Buffer.alloc(0), oversize: size },
+      { type: "message", topic, payload: Buffer.from("after") },
+    ],
+  );
+  t.is(size, 65_536 + topic.length + 8, "fixed header (4), topic length (2), topic, packet id (2), payload");
+  await sender.recorder.waitFor((e) => e.type === "puback" && e.packetId === bigId, 5000, "PUBACK of the big one to the sender");
+  await sender.recorder.waitFor((e) => e.type === "puback" && e.packetId === smallId, 5000, "PUBACK of the small one to the sender");
+  t.is(receiver.recorder.count("close"), 0, "the session stayed open");
   t.is(sender.recorder.count("close"), 0);
+  receiver.session.close();
   sender.session.close();
+
+  // Both were PUBACKed: the stored session has nothing to redeliver.
+  const again = open(plain, options);
+  t.true((await again.recorder.connack()).sessionPresent);
+  await delay(500);
+  t.is(again.recorder.count("message"), 0, describe(again.recorder.events));
+  again.session.close();
+});
+
+brokerTest("NodeMqttConnector: a QoS 1 message the core closes the session on inside onMessage is not PUBACKed: mosquitto redelivers it to the next session (cleanSession false)", async (t) => {
+  const topic = `test/${process.pid}/redelivered`;
+  const options = connectOptions("127.0.0.1", theBroker().port, { cleanSession: false });
+  const first = open(plain, options);
+  await first.recorder.connack();
+  const subId = first.session.subscribe(topic, 1);
+  await first.recorder.waitFor((e) => e.type === "suback" && e.packetId === subId, 5000, "SUBACK");
+  first.recorder.inMessage = () => first.session.close();
+
+  const sender = open(plain, connectOptions("127.0.0.1", theBroker().port));
+  await sender.recorder.connack();
+  sender.session.publish(topic, Buffer.from("deliver me twice"), 1);
+  await first.recorder.waitFor((e) => e.type === "message", 5000, "the message, once");
+  sender.session.close();
+
+  const second = open(plain, options);
+  t.true((await second.recorder.connack()).sessionPresent);
+  const again = await second.recorder.waitFor((e) => e.type === "message", 5000, "the message redelivered");
+  t.deepEqual(again, { type: "message", topic, payload: Buffer.from("deliver me twice") });
+  t.is(first.recorder.count("close"), 0, "onClose never follows the core's own close()");
+  second.session.close();
+});
+
+/** A fake broker: CONNACK to CONNECT, then `script` on each connection; records what the device sends. */
+async function scriptedServer(script: (socket: net.Socket, connection: number) => void): Promise<FakeServer & { readonly received: Packet[][] }> {
+  const received: Packet[][] = [];
+  const server = await fakeServer((socket) => {
+    const packets: Packet[] = [];
+    const connection = received.push(packets) - 1;
+    const parser = mqttPacket.parser({ protocolVersion: 4 });
+    parser.on("packet", (packet: Packet) => {
+      packets.push(packet);
+      if (packet.cmd === "connect") {
+        socket.write(connackAccepted);
+        script(socket, connection);
+      }
+    });
+    socket.on("data", (chunk: Buffer) => parser.parse(chunk));
+  });
+  return { ...server, received };
+}
+
+function publishPacket(topic: string, payload: Buffer, qos: 0 | 1, messageId = 0): Buffer {
+  return mqttPacket.generate({ cmd: "publish", topic, payload, qos, messageId, dup: false, retain: false });
+}
+
+async function until(condition: () => boolean, ms: number, what: string): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await delay(10);
+  }
+}
+
+test("NodeMqttConnector: onMessage comes before the PUBACK: a session closed inside onMessage sends none, a throw inside it sends none and ends nothing, the next message is PUBACKed", async (t) => {
+  const server = await scriptedServer((socket, connection) => {
+    if (connection === 0) socket.write(publishPacket("down/close", Buffer.from("closed inside"), 1, 7));
+    else socket.write(Buffer.concat([publishPacket("down/throw", Buffer.from("thrown on"), 1, 8), publishPacket("down/fine", Buffer.from("fine"), 1, 9)]));
+  });
+  try {
+    const closing = open(plain, connectOptions("127.0.0.1", server.port));
+    closing.recorder.inMessage = () => closing.session.close();
+    await closing.recorder.waitFor((e) => e.type === "message", 5000, "the PUBLISH");
+    await until(() => server.received[0]?.some((p) => p.cmd === "disconnect") === true, 5000, "DISCONNECT");
+    t.deepEqual(server.received[0].map((p) => p.cmd), ["connect", "disconnect"], "no PUBACK for a message the core closed the session on");
+
+    const throwing = open(plain, connectOptions("127.0.0.1", server.port));
+    throwing.recorder.inMessage = (topic) => {
+      if (topic === "down/throw") throw new Error("the core broke");
+    };
+    await throwing.recorder.waitFor((e) => e.type === "message" && e.topic === "down/fine", 5000, "the message after the throw");
+    await until(() => server.received[1]?.some((p) => p.cmd === "puback") === true, 5000, "PUBACK");
+    await delay(100);
+    t.deepEqual(server.received[1].map((p) => [p.cmd, p.messageId]), [["connect", undefined], ["puback", 9]], "PUBACK for 9 only");
+    t.is(throwing.recorder.count("close"), 0, "the session stayed open");
+    throwing.session.close();
+  } finally {
+    await server.close();
+  }
+});
+
+test("NodeMqttConnector: an oversize PUBLISH written in pieces between small ones: each arrives in order, the big one without payload, and all three are PUBACKed", async (t) => {
+  const before = publishPacket("down/before", Buffer.from("one"), 1, 1);
+  const big = publishPacket("down/big", Buffer.alloc(20_000, 0x5a), 1, 2);
+  const after = publishPacket("down/after", Buffer.from("three"), 1, 3);
+  const server = await scriptedServer((socket) => {
+    // The small one and the big one's first bytes in one write, the rest in pieces, the last with the small one after.
+    void (async () => {
+      socket.write(Buffer.concat([before, big.subarray(0, 3)]));
+      for (let at = 3; at < big.length - 10; at += 4096) {
+        await delay(5);
+        socket.write(big.subarray(at, Math.min(at + 4096, big.length - 10)));
+      }
+      await delay(5);
+      socket.write(Buffer.concat([big.subarray(big.length - 10), after]));
+    })();
+  });
+  try {
+    const { session, recorder } = open(plain, connectOptions("127.0.0.1", server.port, { maxPacketBytes: 1024 }));
+    await recorder.waitFor((e) => e.type === "message" && e.topic === "down/after", 5000, "the message after the big one");
+    t.deepEqual(
+      recorder.events.filter((e) => e.type === "message"),
+      [
+        { type: "message", topic: "down/before", payload: Buffer.from("one") },
+        { type: "message", topic: "down/big", payload: Buffer.alloc(0), oversize: big.length },
+        { type: "message", topic: "down/after", payload: Buffer.from("three") },
+      ],
+    );
+    await until(() => server.received[0].filter((p) => p.cmd === "puback").length === 3, 5000, "three PUBACKs");
+    t.deepEqual(server.received[0].filter((p) => p.cmd === "puback").map((p) => p.messageId), [1, 2, 3]);
+    t.is(recorder.count("close"), 0);
+    session.close();
+  } finally {
+    await server.close();
+  }
+});
+
+test("NodeMqttConnector: an oversize packet that is not a PUBLISH (a SUBACK of 2,000 codes), or a PUBLISH whose topic alone is over maxPacketBytes, still ends with fault oversize", async (t) => {
+  const suback = mqttPacket.generate({ cmd: "suback", messageId: 1, granted: new Array(2000).fill(1) });
+  const longTopic = publishPacket("t/".repeat(600), Buffer.from("x"), 1, 4);
+  const server = await scriptedServer((socket, connection) => socket.write(connection === 0 ? suback : longTopic));
+  try {
+    const first = open(plain, connectOptions("127.0.0.1", server.port, { maxPacketBytes: 1024 }));
+    const closed = await first.recorder.closed();
+    t.is(closed.fault.kind, "oversize", closed.fault.message);
+    t.is(closed.fault.message, `an incoming packet of ${suback.length} bytes, over the 1024-byte limit`);
+    const second = open(plain, connectOptions("127.0.0.1", server.port, { maxPacketBytes: 1024 }));
+    const closedToo = await second.recorder.closed();
+    t.is(closedToo.fault.kind, "oversize", closedToo.fault.message);
+    t.is(closedToo.fault.message, `an incoming PUBLISH of ${longTopic.length} bytes whose topic alone takes ${longTopic.length - 1}, over the 1024-byte limit`);
+    t.is(second.recorder.count("message"), 0);
+  } finally {
+    await server.close();
+  }
+});
+
+// ---- FrameLimiter on its own -------------------------------------------------------------------
+
+/** Runs `chunks` through a FrameLimiter and mqtt-packet's parser; returns what came out, in order. */
+function limited(limit: number, chunks: readonly Buffer[]): string[] {
+  const log: string[] = [];
+  const parser = mqttPacket.parser({ protocolVersion: 4 });
+  parser.on("packet", (p: Packet) => {
+    if (p.cmd === "publish") log.push(`publish ${p.topic} qos=${p.qos} id=${p.messageId ?? 0} ${Buffer.from(p.payload).toString()}`);
+    else log.push(`${p.cmd}${"messageId" in p && p.messageId !== undefined ? ` id=${p.messageId}` : ""}`);
+  });
+  parser.on("error", (error: Error) => log.push(`parse error: ${error.message}`));
+  const sink: FrameSink = {
+    bytes: (bytes) => parser.parse(bytes),
+    oversizePublish: (topic, qos, packetId, size) => log.push(`oversize ${topic} qos=${qos} id=${packetId} size=${size}`),
+  };
+  const limiter = new FrameLimiter(limit);
+  for (const chunk of chunks) {
+    const fault = limiter.push(chunk, sink);
+    if (fault) {
+      log.push(`fault ${fault.kind}: ${fault.message}`);
+      break;
+    }
+  }
+  return log;
+}
+
+test("FrameLimiter: oversize PUBLISHes among other packets, whole, byte by byte and split at every byte boundary: the others reach the parser intact and in order, the big ones as topic, QoS, id and size", (t) => {
+  const bigQos1 = publishPacket("devices/d1/messages/devicebound/x", Buffer.alloc(300, 0x41), 1, 6);
+  const bigQos0 = publishPacket("q", Buffer.alloc(100, 0x42), 0);
+  const stream = Buffer.concat([
+    publishPacket("t/a", Buffer.from("before"), 1, 5),
+    Buffer.from([0xd0, 0x00]), // PINGRESP
+    bigQos1,
+    mqttPacket.generate({ cmd: "suback", messageId: 2, granted: [1] }),
+    publishPacket("t/b", Buffer.from("after"), 0),
+    bigQos0,
+    Buffer.from([0xd0, 0x00]),
+  ]);
+  const expected = [
+    "publish t/a qos=1 id=5 before",
+    "pingresp",
+    `oversize devices/d1/messages/devicebound/x qos=1 id=6 size=${bigQos1.length}`,
+    "suback id=2",
+    "publish t/b qos=0 id=0 after",
+    `oversize q qos=0 id=0 size=${bigQos0.length}`,
+    "pingresp",
+  ];
+  t.deepEqual(limited(64, [stream]), expected, "whole");
+  t.deepEqual(limited(64, Array.from(stream, (b) => Buffer.from([b]))), expected, "byte by byte");
+  for (let cut = 1; cut < stream.length; cut++) {
+    const log = limited(64, [stream.subarray(0, cut), stream.subarray(cut)]);
+    if (JSON.stringify(log) !== JSON.stringify(expected)) return void t.deepEqual(log, expected, `split at byte ${cut}`);
+  }
+  t.pass(`split at each of ${stream.length - 1} boundaries`);
+});
+
+test("FrameLimiter: a PUBLISH announcing the largest remaining length (268,435,455) is swallowed 1 MiB at a time, then parsing resumes", (t) => {
+  const topic = Buffer.from("devices/d1/messages/devicebound/");
+  // 0x32: PUBLISH QoS 1; ff ff ff 7f: remaining length 268,435,455 ([MQTT-2.2.3]).
+  const head = Buffer.concat([Buffer.from([0x32, 0xff, 0xff, 0xff, 0x7f, 0x00, topic.length]), topic, Buffer.from([0x12, 0x34])]);
+  let payload = 268_435_455 - (head.length - 5);
+  const block = Buffer.alloc(1024 * 1024);
+  const chunks: Buffer[] = [head];
+  for (; payload > block.length; payload -= block.length) chunks.push(block);
+  chunks.push(Buffer.concat([block.subarray(0, payload), Buffer.from([0xd0, 0x00])]));
+  t.deepEqual(limited(8192, chunks), [`oversize ${topic} qos=1 id=${0x1234} size=268435460`, "pingresp"]);
+});
+
+test("FrameLimiter: refuses what it cannot skip: another type or a topic over the limit is oversize; a five-byte length, QoS 3, a topic not UTF-8 are protocol", (t) => {
+  t.deepEqual(limited(16, [Buffer.concat([Buffer.from([0x90, 0x14, 0, 1]), Buffer.alloc(18, 1)])]), ["fault oversize: an incoming packet of 22 bytes, over the 16-byte limit"]);
+  t.deepEqual(limited(16, [publishPacket("a/long/topic/name", Buffer.from("x"), 0)]), ["fault oversize: an incoming PUBLISH of 22 bytes whose topic alone takes 21, over the 16-byte limit"]);
+  t.deepEqual(limited(16, [Buffer.from([0x30, 0xff, 0xff, 0xff, 0xff, 0x01])]), ["fault protocol: malformed remaining length (more than four bytes) [MQTT-2.2.3]"]);
+  t.deepEqual(limited(16, [Buffer.from([0x36, 0x20, 0x00, 0x01, 0x61])]), ["fault protocol: PUBLISH with QoS 3 [MQTT-3.3.1-4]"]);
+  t.deepEqual(limited(16, [Buffer.from([0x30, 0x20, 0x00, 0x02, 0xc3, 0x28])]), ["fault protocol: PUBLISH topic is not valid UTF-8 [MQTT-1.5.3-1]"]);
+  // Exactly at the limit is handed on whole.
+  const exact = publishPacket("t", Buffer.alloc(11, 0x43), 0);
+  t.is(exact.length, 16);
+  t.deepEqual(limited(16, [exact]), [`publish t qos=0 id=0 ${"C".repeat(11)}`]);
 });
 
 test("NodeMqttConnector: CONNECT carries the options, an incoming QoS 1 PUBLISH is PUBACKed, close() sends DISCONNECT", async (t) => {

@@ -19,11 +19,18 @@
  * nothing at all (PINGRESP or any other packet) arrives within a further `keepAliveSeconds / 2`, it
  * closes with fault "timeout". A keepalive of 0 turns both off ([MQTT-3.1.2-10]).
  *
+ * Incoming PUBLISH: `onMessage` is called first and a QoS 1 PUBLISH is acknowledged (PUBACK) once
+ * it returns, unless the core closed the session inside it or it threw. A PUBLISH larger than the
+ * session's `maxPacketBytes` does not end the session: FrameLimiter keeps its topic and packet id,
+ * discards its payload unbuffered as it streams in, and `onMessage` gets the topic, an empty
+ * payload and the PUBLISH's whole size; any other oversize packet ends it with fault "oversize".
+ *
  * Callbacks run from Node's event loop (socket events and the sweep timer), never from inside
  * `connect`, `subscribe`, `publish` or `close`. They must not throw: an exception propagates as an
- * uncaught one, as for any Node event handler. Payloads handed to `onMessage` are Buffers (which
- * are Uint8Arrays); a core that keeps one beyond the call should copy it, since a Buffer's `slice`
- * is a view, not a copy.
+ * uncaught one, as for any Node event handler (except from `onMessage`, whose exception is caught
+ * and leaves the message unacknowledged). Payloads handed to `onMessage` are Buffers (which are
+ * Uint8Arrays); a core that keeps one beyond the call should copy it, since a Buffer's `slice` is
+ * a view, not a copy.
  */
 import { isIP } from "node:net";
 import * as net from "node:net";
@@ -65,7 +72,8 @@ export interface NodeMqttConnectorOptions {
   readonly connectTimeoutMs?: number;
   /**
    * Largest incoming packet, fixed header included, when the session's options do not say
-   * (`MqttConnectOptions.maxPacketBytes`); a bigger one closes with "oversize". Default 128 KiB.
+   * (`MqttConnectOptions.maxPacketBytes`); a bigger PUBLISH reaches `onMessage` with its payload
+   * discarded, a bigger packet of another type closes with "oversize". Default 128 KiB.
    */
   readonly maxPacketBytes?: number;
 }
@@ -156,19 +164,58 @@ type SessionState = "connecting" | "handshaking" | "awaitingConnack" | "open" | 
 const pingreq: Buffer = mqttPacket.generate({ cmd: "pingreq" });
 const disconnect: Buffer = mqttPacket.generate({ cmd: "disconnect" });
 
+/** What a FrameLimiter hands on, in the order of the stream. */
+export interface FrameSink {
+  /** Bytes of packets within the limit, for mqtt-packet's parser (any split; whole packets only). */
+  bytes(chunk: Buffer): void;
+  /**
+   * A PUBLISH over the limit, its payload discarded: its topic, QoS (0..2), packet id (0 for QoS 0)
+   * and whole size on the wire in bytes (fixed header, topic, packet id and payload).
+   */
+  oversizePublish(topic: string, qos: number, packetId: number, size: number): void;
+}
+
+/** Where a FrameLimiter is within a packet: its fixed header, a body handed on, or an oversize PUBLISH's topic and payload. */
+type FrameStage = "header" | "body" | "topic" | "discard";
+
+/** Decodes a skipped PUBLISH's topic; invalid UTF-8 is a protocol fault, as [MQTT-1.5.3-1] asks. */
+const topicDecoder = new TextDecoder("utf-8", { fatal: true });
+
 /**
- * Counts the bytes of each incoming packet from its fixed header, ahead of the parser, so that an
- * oversize packet is refused before mqtt-packet buffers it. Returns the announced size of the
- * first packet over `limit`, or -1 for a malformed remaining length, or 0 when all is well.
+ * Sits ahead of mqtt-packet's parser, which buffers whole packets: reads each incoming packet's
+ * fixed header and hands on only packets of at most `limit` bytes (fixed header included). A
+ * PUBLISH over the limit is held back: its topic and packet id are kept (they must fit within
+ * the limit with the fixed header), its payload is swallowed as it streams in, and once its last
+ * byte has passed the sink hears of it through `oversizePublish`; parsing resumes with the next
+ * packet. Memory stays within `limit` whatever the announced size (up to 268,435,455 bytes of
+ * remaining length, [MQTT-2.2.3]).
+ *
+ * A PUBLISH of 64 KiB to `devices/d1/messages/devicebound/` with a limit of 8 KiB: the header
+ * `32 a4 80 04` (QoS 1, remaining length 65,572), `00 20` and the 32 topic bytes, `00 07` (packet
+ * id 7), then 65,536 payload bytes discarded; the sink gets `oversizePublish(topic, 1, 7, 65576)`.
  */
-class FrameLimiter {
-  #limit: number;
-  /** Bytes of the current packet's body still to skip; -1 while reading a fixed header. */
-  #remaining = -1;
+export class FrameLimiter {
+  readonly #limit: number;
+  #stage: FrameStage = "header";
+  /** The fixed header read so far, kept until the packet is known to be handed on or skipped. */
+  readonly #header = Buffer.alloc(5);
   #headerBytes = 0;
   #length = 0;
   #multiplier = 1;
+  /** Bytes of the current packet's body still to hand on ("body") or to read or swallow ("topic", "discard"). */
+  #remaining = 0;
+  /** The PUBLISH being skipped: its fixed header's length, whole size and QoS. */
+  #fixed = 0;
+  #size = 0;
+  #qos = 0;
+  /** Its topic length (read first, two bytes), then its topic length, topic and packet id. */
+  #topicLength = 0;
+  #variable: Buffer | undefined;
+  #filled = 0;
+  #topic = "";
+  #packetId = 0;
 
+  /** `limit`: the largest packet handed on, fixed header included (the caller checked it is at least 16). */
   constructor(limit: number) {
     this.#limit = limit;
   }
@@ -177,39 +224,128 @@ class FrameLimiter {
     return this.#limit;
   }
 
-  check(chunk: Buffer): number {
-    let i = 0;
+  /**
+   * Reads `chunk` (bytes may arrive in any split) and calls `sink` for what it holds, in order.
+   * Returns undefined, or the fault that must end the session (the limiter is spent then): "protocol"
+   * for a malformed remaining length, a QoS 3 PUBLISH or a topic that is not UTF-8, "oversize" for
+   * a packet over the limit that is not a PUBLISH or a PUBLISH whose topic alone does not fit.
+   */
+  push(chunk: Buffer, sink: FrameSink): TransportFault | undefined {
     const n = chunk.length;
+    let i = 0;
+    /** Start of the bytes of this chunk still to hand on; -1 while a PUBLISH is being skipped. */
+    let from = this.#stage === "topic" || this.#stage === "discard" ? -1 : 0;
+    /** Where a fixed header began in this chunk; -1 when it began in an earlier one (or none did). */
+    let headerAt = -1;
     while (i < n) {
-      if (this.#remaining > 0) {
-        const skip = Math.min(this.#remaining, n - i);
-        this.#remaining -= skip;
-        i += skip;
-        continue;
+      switch (this.#stage) {
+        case "body": {
+          const take = Math.min(this.#remaining, n - i);
+          this.#remaining -= take;
+          i += take;
+          if (this.#remaining === 0) this.#stage = "header";
+          break;
+        }
+        case "header": {
+          const byte = chunk[i];
+          if (this.#headerBytes === 0) {
+            headerAt = i;
+            this.#length = 0;
+            this.#multiplier = 1;
+          }
+          this.#header[this.#headerBytes++] = byte;
+          i++;
+          if (this.#headerBytes === 1) break; // the type and flags byte
+          // Remaining length: up to four bytes of 7 bits, least significant first ([MQTT-2.2.3]).
+          this.#length += (byte & 0x7f) * this.#multiplier;
+          this.#multiplier *= 128;
+          if (byte & 0x80) {
+            if (this.#headerBytes === 5) return { kind: "protocol", message: "malformed remaining length (more than four bytes) [MQTT-2.2.3]" };
+            break;
+          }
+          const fixed = this.#headerBytes;
+          this.#headerBytes = 0;
+          const size = fixed + this.#length;
+          if (size <= this.#limit) {
+            if (headerAt < 0) {
+              // The header began in an earlier chunk and was held back: hand it on now.
+              sink.bytes(Buffer.from(this.#header.subarray(0, fixed)));
+              from = i;
+            }
+            this.#remaining = this.#length;
+            if (this.#remaining > 0) this.#stage = "body";
+            break;
+          }
+          const type = this.#header[0] >> 4;
+          if (type !== 3) return { kind: "oversize", message: `an incoming packet of ${size} bytes, over the ${this.#limit}-byte limit` };
+          const qos = (this.#header[0] >> 1) & 3;
+          if (qos === 3) return { kind: "protocol", message: "PUBLISH with QoS 3 [MQTT-3.3.1-4]" };
+          if (from >= 0 && headerAt > from) sink.bytes(chunk.subarray(from, headerAt));
+          from = -1;
+          this.#fixed = fixed;
+          this.#size = size;
+          this.#qos = qos;
+          this.#remaining = this.#length;
+          this.#topicLength = 0;
+          this.#variable = undefined;
+          this.#filled = 0;
+          this.#stage = "topic";
+          break;
+        }
+        case "topic": {
+          if (this.#variable === undefined) {
+            this.#topicLength = this.#topicLength * 256 + chunk[i++];
+            this.#remaining--;
+            if (++this.#filled < 2) break;
+            const need = 2 + this.#topicLength + (this.#qos > 0 ? 2 : 0);
+            if (this.#fixed + need > this.#limit) {
+              return { kind: "oversize", message: `an incoming PUBLISH of ${this.#size} bytes whose topic alone takes ${this.#fixed + need}, over the ${this.#limit}-byte limit` };
+            }
+            // Within the limit, and the whole packet is over it: the topic ends inside the packet.
+            this.#variable = Buffer.allocUnsafe(need);
+            this.#variable[0] = this.#topicLength >> 8;
+            this.#variable[1] = this.#topicLength & 0xff;
+          }
+          const variable = this.#variable;
+          if (this.#filled < variable.length) {
+            const take = Math.min(variable.length - this.#filled, n - i);
+            chunk.copy(variable, this.#filled, i, i + take);
+            this.#filled += take;
+            this.#remaining -= take;
+            i += take;
+          }
+          if (this.#filled === variable.length) {
+            const end = 2 + this.#topicLength;
+            try {
+              this.#topic = topicDecoder.decode(variable.subarray(2, end));
+            } catch {
+              return { kind: "protocol", message: "PUBLISH topic is not valid UTF-8 [MQTT-1.5.3-1]" };
+            }
+            this.#packetId = this.#qos > 0 ? (variable[end] << 8) | variable[end + 1] : 0;
+            this.#variable = undefined;
+            this.#stage = "discard";
+          }
+          break;
+        }
+        case "discard": {
+          const take = Math.min(this.#remaining, n - i);
+          this.#remaining -= take;
+          i += take;
+          break;
+        }
       }
-      if (this.#remaining === 0) this.#remaining = -1;
-      const byte = chunk[i++];
-      if (this.#headerBytes === 0) {
-        this.#headerBytes = 1; // the type and flags byte
-        this.#length = 0;
-        this.#multiplier = 1;
-        continue;
+      if (this.#stage === "discard" && this.#remaining === 0) {
+        this.#stage = "header";
+        from = i;
+        sink.oversizePublish(this.#topic, this.#qos, this.#packetId, this.#size);
       }
-      // Remaining length: up to four bytes of 7 bits, least significant first ([MQTT-2.2.3]).
-      this.#length += (byte & 0x7f) * this.#multiplier;
-      this.#multiplier *= 128;
-      this.#headerBytes++;
-      if (byte & 0x80) {
-        if (this.#headerBytes > 4) return -1;
-        continue;
-      }
-      const total = this.#headerBytes + this.#length;
-      if (total > this.#limit) return total;
-      this.#headerBytes = 0;
-      this.#remaining = this.#length;
     }
-    if (this.#remaining === 0) this.#remaining = -1;
-    return 0;
+    if (from >= 0) {
+      // Hand on what is left, but hold back a fixed header not yet complete.
+      const end = this.#stage === "header" && this.#headerBytes > 0 ? Math.max(from, headerAt) : n;
+      if (end > from) sink.bytes(chunk.subarray(from, end));
+    }
+    return undefined;
   }
 }
 
@@ -477,14 +613,39 @@ class NodeMqttSession implements MqttSession {
   readonly #onData = (chunk: Buffer): void => {
     if (this.#state === "closed") return;
     this.#heard = true;
-    const oversize = this.#limiter.check(chunk);
-    if (oversize !== 0) {
-      if (oversize < 0) this.#fail("protocol", "malformed remaining length (more than four bytes) [MQTT-2.2.3]");
-      else this.#fail("oversize", `an incoming packet of ${oversize} bytes, over the ${this.#limiter.max}-byte limit`);
+    const fault = this.#limiter.push(chunk, this.#sink);
+    if (fault !== undefined) this.#fail(fault.kind, fault.message);
+  };
+
+  /** Where the limiter hands what it read: to the parser, or an oversize PUBLISH to the core. */
+  readonly #sink: FrameSink = {
+    bytes: (bytes) => {
+      if (this.#state !== "closed") this.#parser?.parse(bytes);
+    },
+    oversizePublish: (topic, qos, packetId, size) => {
+      if (this.#state === "closed") return;
+      if (this.#state !== "open") return this.#fail("protocol", "expected CONNACK, received PUBLISH [MQTT-3.2.0-1]");
+      if (qos === 2) return this.#fail("protocol", "QoS 2 PUBLISH on a session that subscribes with QoS 0 or 1 only");
+      this.#deliver(topic, Buffer.alloc(0), qos, packetId, size);
+    },
+  };
+
+  /**
+   * Hands a PUBLISH to the core, then acknowledges it if it is QoS 1 and the session is still
+   * open: a message the core closed the session on, or threw on, stays unacknowledged, and the
+   * hub redelivers it to a later session.
+   */
+  #deliver(topic: string, payload: Buffer, qos: number, packetId: number, oversize: number | undefined): void {
+    try {
+      if (oversize === undefined) this.#callbacks.onMessage(topic, payload);
+      else this.#callbacks.onMessage(topic, payload, oversize);
+    } catch {
+      // onMessage must not throw; if it does, this message goes unacknowledged rather than the
+      // exception ending the process from inside a socket event.
       return;
     }
-    this.#parser?.parse(chunk);
-  };
+    if (qos === 1 && this.#state === "open") this.#write(mqttPacket.generate({ cmd: "puback", messageId: packetId }));
+  }
 
   readonly #onParseError = (error: Error): void => {
     this.#fail("protocol", short(`malformed packet: ${error.message}`));
@@ -521,11 +682,7 @@ class NodeMqttSession implements MqttSession {
           this.#fail("protocol", "QoS 2 PUBLISH on a session that subscribes with QoS 0 or 1 only");
           return;
         }
-        if (packet.qos === 1) this.#write(mqttPacket.generate({ cmd: "puback", messageId: packet.messageId }));
-        this.#callbacks.onMessage(
-          packet.topic,
-          typeof packet.payload === "string" ? Buffer.from(packet.payload, "utf8") : packet.payload,
-        );
+        this.#deliver(packet.topic, typeof packet.payload === "string" ? Buffer.from(packet.payload, "utf8") : packet.payload, packet.qos, packet.messageId ?? 0, undefined);
         return;
       case "puback":
         this.#callbacks.onPuback(packet.messageId ?? 0);

@@ -117,21 +117,43 @@ export interface Packet {
   readonly type: number;
   readonly flags: number;
   readonly body: Uint8Array;
+  /**
+   * Set for a PUBLISH over the reader's limit: its whole size on the wire in bytes (fixed header,
+   * topic, packet id and payload). `body` then holds only the topic length, topic and packet id;
+   * the payload was discarded unread.
+   */
+  readonly oversize?: number;
 }
+
+/** Where a FrameReader is within a packet; an oversize PUBLISH goes through the last three. */
+const Stage = { Type: 0, Length: 1, Body: 2, TopicLength: 3, Topic: 4, Discard: 5 } as const;
 
 /**
  * Splits a byte stream into packets. Bytes may arrive in any split (one at a time, several
- * packets at once); a packet is handed out once whole. Memory is bounded: a packet whose
- * remaining length announces more than `maxPacketBytes` is refused before anything is buffered.
+ * packets at once); a packet is handed out once whole. Memory is bounded by `maxPacketBytes`
+ * whatever a packet announces. A larger PUBLISH is not refused: its topic and packet id are kept
+ * (they must fit within the limit with the fixed header), its payload is discarded as it streams
+ * in, and once its last byte has passed it is handed out with `oversize` set and a body of topic
+ * and packet id only. Any other packet over the limit is refused before anything is buffered.
+ *
+ * A PUBLISH of 64 KiB to `devices/d1/messages/devicebound/` with a limit of 8 KiB: the header
+ * `32 a4 80 04` (QoS 1, remaining length 65,572), `00 20` and the 32 topic bytes, `00 07` (packet
+ * id 7), then 65,536 payload bytes discarded; out comes `{ type: 3, flags: 2, body: <the 36 bytes
+ * of topic length, topic and id>, oversize: 65576 }`.
  */
 export class FrameReader {
   readonly #max: number;
-  #type = -1;
+  #stage: number = Stage.Type;
+  #type = 0;
   #length = 0;
   #shift = 1;
   #lengthBytes = 0;
   #body: Uint8Array | undefined;
   #filled = 0;
+  /** The oversize PUBLISH being read: its whole size, its topic length, and its body bytes not yet read or discarded. */
+  #size = 0;
+  #topicLength = 0;
+  #left = 0;
   /** Set when `push` refused a packet for its size (the session reports "oversize", not "protocol"). */
   oversize = false;
 
@@ -148,34 +170,88 @@ export class FrameReader {
   push(chunk: Uint8Array, onPacket: (packet: Packet) => void): string | undefined {
     let i = 0;
     while (i < chunk.length) {
-      if (this.#type < 0) {
-        this.#type = chunk[i++];
-        this.#length = 0;
-        this.#shift = 1;
-        this.#lengthBytes = 0;
-        continue;
-      }
-      if (this.#body === undefined) {
-        const digit = chunk[i++];
-        this.#length += (digit & 0x7f) * this.#shift;
-        this.#shift *= 128;
-        if (++this.#lengthBytes > 4) return "malformed remaining length: more than four bytes (2.2.3)";
-        if (digit & 0x80) continue;
-        if (this.#length + 1 + this.#lengthBytes > this.#max) {
-          this.oversize = true;
-          return `an incoming packet of ${this.#length + 1 + this.#lengthBytes} bytes, over the ${this.#max}-byte limit`;
+      switch (this.#stage) {
+        case Stage.Type:
+          this.#type = chunk[i++];
+          this.#length = 0;
+          this.#shift = 1;
+          this.#lengthBytes = 0;
+          this.#stage = Stage.Length;
+          continue;
+        case Stage.Length: {
+          const digit = chunk[i++];
+          this.#length += (digit & 0x7f) * this.#shift;
+          this.#shift *= 128;
+          if (++this.#lengthBytes > 4) return "malformed remaining length: more than four bytes (2.2.3)";
+          if (digit & 0x80) continue;
+          const size = this.#length + 1 + this.#lengthBytes;
+          if (size <= this.#max) {
+            this.#body = new Uint8Array(this.#length);
+            this.#filled = 0;
+            this.#stage = Stage.Body;
+          } else if (this.#type >> 4 !== PUBLISH) {
+            this.oversize = true;
+            return `an incoming packet of ${size} bytes, over the ${this.#max}-byte limit`;
+          } else if (((this.#type >> 1) & 3) === 3) {
+            return "PUBLISH with QoS 3 (3.3.1-4)";
+          } else {
+            this.#size = size;
+            this.#left = this.#length;
+            this.#topicLength = 0;
+            this.#filled = 0;
+            this.#stage = Stage.TopicLength;
+          }
+          break;
         }
-        this.#body = new Uint8Array(this.#length);
-        this.#filled = 0;
-      } else {
-        const n = Math.min(this.#body.length - this.#filled, chunk.length - i);
-        this.#body.set(chunk.subarray(i, i + n), this.#filled);
-        this.#filled += n;
-        i += n;
+        case Stage.Body: {
+          const body = this.#body!;
+          const n = Math.min(body.length - this.#filled, chunk.length - i);
+          body.set(chunk.subarray(i, i + n), this.#filled);
+          this.#filled += n;
+          i += n;
+          break;
+        }
+        case Stage.TopicLength: {
+          this.#topicLength = this.#topicLength * 256 + chunk[i++];
+          this.#left--;
+          if (++this.#filled < 2) continue;
+          const head = 2 + this.#topicLength + (this.#type & 6 ? 2 : 0);
+          if (1 + this.#lengthBytes + head > this.#max) {
+            this.oversize = true;
+            return `an incoming PUBLISH of ${this.#size} bytes whose topic alone takes ${1 + this.#lengthBytes + head}, over the ${this.#max}-byte limit`;
+          }
+          // Within the limit, and the whole packet is over it: the topic ends inside the packet.
+          const body = (this.#body = new Uint8Array(head));
+          body[0] = this.#topicLength >> 8;
+          body[1] = this.#topicLength & 0xff;
+          this.#stage = Stage.Topic;
+          break;
+        }
+        case Stage.Topic: {
+          const body = this.#body!;
+          const n = Math.min(body.length - this.#filled, chunk.length - i);
+          body.set(chunk.subarray(i, i + n), this.#filled);
+          this.#filled += n;
+          this.#left -= n;
+          i += n;
+          if (this.#filled === body.length) this.#stage = Stage.Discard;
+          break;
+        }
+        default: {
+          const n = Math.min(this.#left, chunk.length - i);
+          this.#left -= n;
+          i += n;
+          break;
+        }
       }
-      if (this.#filled === this.#body.length) {
-        const packet = { type: this.#type >> 4, flags: this.#type & 15, body: this.#body };
-        this.#type = -1;
+      if (this.#stage === Stage.Body && this.#filled === this.#body!.length) {
+        const packet: Packet = { type: this.#type >> 4, flags: this.#type & 15, body: this.#body! };
+        this.#stage = Stage.Type;
+        this.#body = undefined;
+        onPacket(packet);
+      } else if (this.#stage === Stage.Discard && this.#left === 0) {
+        const packet: Packet = { type: PUBLISH, flags: this.#type & 15, body: this.#body!, oversize: this.#size };
+        this.#stage = Stage.Type;
         this.#body = undefined;
         onPacket(packet);
       }

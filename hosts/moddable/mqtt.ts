@@ -17,6 +17,11 @@
  * the socket is even open ([MQTT-3.1.4-2] allows it). They wait, with CONNECT first, in a queue of
  * at most `maxQueuedBytes`, and go out in call order once the socket is writable.
  *
+ * Incoming PUBLISH: `onMessage` first, then PUBACK for QoS 1 (none if the core closed the session
+ * inside `onMessage`, or if it threw). A PUBLISH over `maxPacketBytes` keeps the session: the
+ * frame reader discards its payload as it streams in and `onMessage` gets its topic, an empty
+ * payload and its whole size; another packet type over the limit ends it with fault "oversize".
+ *
  * Callbacks to the core never run inside `connect`, `subscribe`, `publish` or `close`: they come
  * from socket, resolver and timer callbacks. After `close()` none is called.
  */
@@ -50,7 +55,7 @@ export interface ModdableMqttConnectorOptions {
   readonly timers: TimerPort;
   /** True when `socket.io` is TLS, so that a failure before the first write is reported as "tls". Default true. */
   readonly secure?: boolean;
-  /** Largest incoming packet, fixed header included. Default 8192. */
+  /** Largest incoming packet, fixed header included (a larger PUBLISH arrives without its payload). Default 8192. */
   readonly maxPacketBytes?: number;
   /** Largest backlog of outgoing bytes while the socket cannot take them. Default 8192. */
   readonly maxQueuedBytes?: number;
@@ -296,8 +301,17 @@ class ModdableMqttSession implements MqttSession {
         const m = decodePublish(p.flags, p.body);
         if (typeof m === "string") return this.fail("protocol", m);
         if (m.qos === 2) return this.fail("protocol", "QoS 2 PUBLISH on a session that subscribes with QoS 0 or 1 only");
-        if (m.qos === 1) this.enqueue(encodePuback(m.packetId));
-        return this.#callbacks.onMessage(m.topic, m.payload);
+        try {
+          if (p.oversize === undefined) this.#callbacks.onMessage(m.topic, m.payload);
+          else this.#callbacks.onMessage(m.topic, m.payload, p.oversize);
+        } catch {
+          // onMessage must not throw; if it does, this message goes unacknowledged (the hub
+          // redelivers it to a later session) rather than the exception escaping a socket callback.
+          return;
+        }
+        // Acknowledged once the core has it, unless the core closed the session meanwhile.
+        if (m.qos === 1 && this.#phase === Phase.Open) this.enqueue(encodePuback(m.packetId));
+        return;
       }
       case PUBACK:
         return this.#callbacks.onPuback(packetIdOf(p.body));

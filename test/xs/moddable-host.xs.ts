@@ -456,7 +456,7 @@ test("HTTPS adapter: a certificate the SDK's TLS layer rejects is a \"tls\" faul
   equal(responses.length, 0, "no response after the fault");
 });
 
-test("frame reader: whole, byte by byte, several packets in one chunk, oversize refused", () => {
+test("frame reader: whole, byte by byte, several packets in one chunk, an oversize SUBACK refused (an oversize PUBLISH: test/support/moddable-mqtt-cases.ts)", () => {
   const packets = [encodePublish("t/1", utf8Encode("hello"), 1, 9), Uint8Array.of(0xd0, 0), encodeConnect({ clientId: "c", username: "u", password: "p", keepAliveSeconds: 30, cleanSession: true })];
   const all = new Uint8Array(packets.reduce((n, p) => n + p.length, 0));
   let at = 0;
@@ -472,7 +472,9 @@ test("frame reader: whole, byte by byte, several packets in one chunk, oversize 
   for (let i = 0; i < all.length; i++) reader.push(all.subarray(i, i + 1), (p) => split.push(p.body.length));
   deepEqual(split, [packets[0].length - 2, 0, packets[2].length - 2], "byte by byte");
   const small = new FrameReader(16);
-  ok(small.push(encodePublish("t", new Uint8Array(100), 0, 0), () => {})?.includes("over the 16-byte limit"), "oversize refused");
+  const suback = new Uint8Array(2 + 2 + 100).fill(1);
+  suback.set([0x90, 102, 0, 1]);
+  ok(small.push(suback, () => {})?.includes("an incoming packet of 104 bytes, over the 16-byte limit"), "oversize refused");
   ok(small.oversize, "and marked oversize, for the session's fault kind");
   const broken = new FrameReader(64);
   ok(broken.push(Uint8Array.of(0x30, 0xff, 0xff, 0xff, 0xff, 0x01), () => {})?.includes("four bytes"), "five-byte length refused");
