@@ -26,6 +26,13 @@ const command = {
     "state-dir": { type: "string", value: "DIR", help: "where the CA is kept (default .cache/emulator)" },
     "clock-skew": { type: "string", value: "S", help: "SAS expiry tolerance in seconds (default 300)" },
     "tls-max-version": { type: "string", value: "V", help: "TLSv1.2 or TLSv1.3 (default TLSv1.3)" },
+    "max-connections": { type: "string", value: "N", help: "MQTT connections open at once, all listeners (default 20000); over it new sockets are closed" },
+    "dps-max-packet-bytes": { type: "string", value: "N", help: "largest packet a DPS connection may send (default 102400)" },
+    "hub-max-packet-bytes": { type: "string", value: "N", help: "largest packet a hub connection may send (default 266240)" },
+    "packet-timeout-ms": { type: "string", value: "MS", help: "a packet begun must be complete within this (default 30000)" },
+    "connect-timeout-ms": { type: "string", value: "MS", help: "CONNECT must arrive within this (default 10000)" },
+    "max-idle-ms": { type: "string", value: "MS", help: "longest silence, whatever the keep-alive; keep-alive 0 gets this (default 1767000, IoT Hub's)" },
+    "tls-handshake-timeout-ms": { type: "string", value: "MS", help: "TLS handshakes not done by then are destroyed (default 10000)" },
     fault: { type: "string", multiple: true, value: "JSON", help: "a fault rule; repeatable" },
     "log-level": { type: "string", value: "LEVEL", help: "error | warn | info | debug (default info)" },
   },
@@ -47,6 +54,16 @@ async function main(v: OptionValues<typeof command.options>): Promise<number> {
     httpsPort: port("https-port", v["https-port"], 8443, true),
     adminPort: port("admin-port", v["admin-port"], 8090, true),
   };
+  const positive = (name: keyof typeof v & string): number | undefined => integer(name, v[name] as string | undefined, { min: 1 });
+  const limits = {
+    maxConnections: positive("max-connections"),
+    dpsMaxPacketBytes: positive("dps-max-packet-bytes"),
+    hubMaxPacketBytes: positive("hub-max-packet-bytes"),
+    packetTimeoutMs: positive("packet-timeout-ms"),
+    connectTimeoutMs: positive("connect-timeout-ms"),
+    maxIdleMs: positive("max-idle-ms"),
+    tlsHandshakeTimeoutMs: positive("tls-handshake-timeout-ms"),
+  };
   const faults: FaultRule[] = (v.fault ?? []).map((text, i) => {
     const rule = json(`fault #${i + 1}`, text) as FaultRule;
     try {
@@ -66,6 +83,7 @@ async function main(v: OptionValues<typeof command.options>): Promise<number> {
       ...ports,
       stateDir: v["state-dir"],
       clockSkewSeconds: skew,
+      ...limits,
       tlsMaxVersion: v["tls-max-version"] === undefined ? undefined : tlsMaxVersion,
       logLevel: level,
       log: (entry) => process.stderr.write(JSON.stringify(entry) + "\n"),

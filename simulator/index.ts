@@ -17,6 +17,7 @@ import { EmulatorError } from "./errors.js";
 import { FaultBook, type StoredFault } from "./faults.js";
 import { HubSession } from "./hub-session.js";
 import { Counters, Logger, type LogLevel, type LogSink } from "./log.js";
+import { connectionLimits, overdue, type ConnectionLimits } from "./limits.js";
 import { lookupHandler } from "./lookup-server.js";
 import type { MqttSession, SessionContext } from "./mqtt-session.js";
 import { Random } from "./random.js";
@@ -57,8 +58,36 @@ export interface EmulatorOptions {
   log?: LogSink;
   /** Level for the sink (default "info"). */
   logLevel?: LogLevel;
-  /** Close connections that send no CONNECT within this time (default 10,000 ms). */
+  /** Close connections that send no CONNECT within this time (default 10,000 ms; it starts once TLS is done). */
   connectTimeoutMs?: number;
+  /**
+   * MQTT connections open at once over the four listeners, TLS handshakes included (default
+   * 20,000). Over it a new socket is closed as soon as it is accepted, before any TLS, counted as
+   * `refused-connection-cap` and logged once per burst (`connection-cap-reached`, then
+   * `connection-cap-burst-ended` with the number refused).
+   */
+  maxConnections?: number;
+  /**
+   * The largest packet a DPS connection may send (default 100 KiB: a 96 KiB register body and
+   * room for its topic). A packet whose fixed header declares more closes the connection before any
+   * of it is buffered (`closed-packet-budget`).
+   */
+  dpsMaxPacketBytes?: number;
+  /** The same for the hub listeners (default 260 KiB: a 256 KiB telemetry body and room for its topic). */
+  hubMaxPacketBytes?: number;
+  /**
+   * Once the first byte of a packet has arrived, the whole packet must arrive within this time,
+   * whatever the keep-alive (default 30,000 ms; `closed-packet-timeout`).
+   */
+  packetTimeoutMs?: number;
+  /**
+   * The longest silence of a connected session, whatever its keep-alive (default 1,767,000 ms, IoT
+   * Hub's 29.45 minutes): a connection is closed after 1.5 x its keep-alive or this, whichever is
+   * shorter; with keep-alive 0, after this (`closed-idle-timeout`).
+   */
+  maxIdleMs?: number;
+  /** A TLS socket that has not completed its handshake within this is destroyed (default 10,000 ms; `closed-tls-handshake-timeout`). */
+  tlsHandshakeTimeoutMs?: number;
   /** Highest TLS version offered (default "TLSv1.3"; "TLSv1.2" is cheaper per handshake). TLS 1.2 is the minimum. */
   tlsMaxVersion?: "TLSv1.2" | "TLSv1.3";
 }
@@ -66,7 +95,12 @@ export interface EmulatorOptions {
 export interface EmulatorCounters {
   /** DPS answers per status code ("202", "200", "429", ...) and CONNACK codes ("connack-0", ...). */
   dps: Record<string, number>;
-  /** Hub CONNACK codes ("connack-5"), "telemetry", "puback", "twin-200", "bad-packet". */
+  /**
+   * Hub CONNACK codes ("connack-5"), "telemetry", "puback", "twin-200", "bad-packet". Both tables
+   * also count connections closed or refused by a limit: "refused-connection-cap",
+   * "closed-packet-budget", "closed-packet-timeout", "closed-connect-timeout",
+   * "closed-keepalive-timeout", "closed-idle-timeout", "closed-tls-handshake-timeout".
+   */
   hub: Record<string, number>;
   /** Status lookup answers per status code. */
   https: Record<string, number>;
@@ -145,6 +179,8 @@ export interface Emulator {
 }
 
 const SWEEP_MS = 250;
+/** A burst of refusals over the connection cap ends after this long without one (then one log line sums it up). */
+const REFUSAL_BURST_MS = 1000;
 
 class EmulatorImpl implements Emulator {
   endpoints!: Emulator["endpoints"];
@@ -159,7 +195,8 @@ class EmulatorImpl implements Emulator {
   readonly #counters = new Counters();
   readonly #log: Logger;
   readonly #sessions = new Set<MqttSession>();
-  readonly #handshaking = new Set<Socket>();
+  /** Every socket the MQTT listeners accepted and that is not closed yet (TLS ones from before their handshake). */
+  readonly #sockets = new Set<Socket>();
   readonly #timers = new Set<NodeJS.Timeout>();
   readonly #limits: DpsLimits;
   readonly #ctx: SessionContext;
@@ -169,7 +206,10 @@ class EmulatorImpl implements Emulator {
   #sweeps = 0;
   #stopping: Promise<void> | undefined;
   #closeAdmin: () => void = () => {};
-  readonly #connectTimeoutMs: number;
+  readonly #connectionLimits: ConnectionLimits;
+  /** Sockets refused over the cap in the current burst, and when the last one was. */
+  #refusedInBurst = 0;
+  #lastRefusalAt = 0;
 
   constructor(options: EmulatorOptions, config: EmulatorConfig, identity: { caPem: string; caPath: string }) {
     const random = new Random(options.seed);
@@ -193,7 +233,7 @@ class EmulatorImpl implements Emulator {
     });
     this.#faults = new FaultBook(random);
     for (const rule of config.faults ?? []) this.#faults.add(rule);
-    this.#connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
+    this.#connectionLimits = connectionLimits(options);
     const limits = config.limits ?? {};
     this.#limits = {
       registrations: new WindowLimit(limits.registrationsPerMinute ?? 1000),
@@ -206,6 +246,7 @@ class EmulatorImpl implements Emulator {
       faults: this.#faults,
       log: this.#log,
       counters: this.#counters,
+      limits: this.#connectionLimits,
       now,
       later: (ms, fn) => {
         const timer = setTimeout(() => {
@@ -231,6 +272,9 @@ class EmulatorImpl implements Emulator {
       maxVersion: options.tlsMaxVersion ?? ("TLSv1.3" as const),
       secureOptions: cryptoConstants.SSL_OP_NO_TICKET,
       noDelay: true,
+      // Node's own deadline for the handshake; the socket is destroyed in tlsClientError below
+      // (with a tlsClientError listener, Node reports the timeout but leaves the socket open).
+      handshakeTimeout: this.#connectionLimits.tlsHandshakeTimeoutMs,
     };
     const mqtt = (kind: "dps" | "hub", secure: boolean): TcpServer => {
       const accept = (socket: Socket): void => {
@@ -244,17 +288,23 @@ class EmulatorImpl implements Emulator {
       let server: TcpServer;
       if (secure) {
         const tlsServer = createTlsServer(tlsOptions);
-        tlsServer.on("connection", (raw: Socket) => {
-          this.#handshaking.add(raw);
-          raw.once("close", () => this.#handshaking.delete(raw));
-        });
+        // Runs after Node has wrapped the socket in a TLSSocket, before any byte of it is read.
+        tlsServer.on("connection", (raw: Socket) => this.#admit(kind, raw));
         tlsServer.on("secureConnection", (socket: TLSSocket) => accept(socket));
-        tlsServer.on("tlsClientError", (error: NodeJS.ErrnoException) => {
-          if (this.#log.enabled("debug")) this.#log.debug("tls-handshake-failed", { endpoint: kind, code: error.code, message: error.message });
+        tlsServer.on("tlsClientError", (error: NodeJS.ErrnoException, socket: TLSSocket) => {
+          if (error.code === "ERR_TLS_HANDSHAKE_TIMEOUT") {
+            Counters.bump(kind === "dps" ? this.#counters.dps : this.#counters.hub, "closed-tls-handshake-timeout");
+            if (this.#log.enabled("info")) this.#log.info("connection-closed", { endpoint: kind, remote: socket.remoteAddress, reason: "tls-handshake-timeout", timeoutMs: this.#connectionLimits.tlsHandshakeTimeoutMs });
+          } else if (this.#log.enabled("debug")) {
+            this.#log.debug("tls-handshake-failed", { endpoint: kind, code: error.code, message: error.message });
+          }
+          socket.destroy();
         });
         server = tlsServer;
       } else {
-        server = createTcpServer({ noDelay: true }, accept);
+        server = createTcpServer({ noDelay: true }, (socket: Socket) => {
+          if (this.#admit(kind, socket)) accept(socket);
+        });
       }
       server.on("error", (error) => this.#log.error("listener-error", { endpoint: kind, message: error.message }));
       this.#mqttServers.push(server);
@@ -303,16 +353,38 @@ class EmulatorImpl implements Emulator {
     this.#log.info("emulator-started", { endpoints: this.endpoints, idScope: this.idScope, caPath: this.caPath, seed: this.seed });
   }
 
-  /** Connect deadlines and keep-alive: a hub closes after 1.5 x the client's keep-alive without traffic. */
+  /**
+   * Takes a socket a listener accepted into the books, or closes it at once when the connection
+   * cap is reached (before any TLS: no handshake is paid for a socket that will not be served).
+   * Returns whether it was admitted.
+   */
+  #admit(kind: "dps" | "hub", socket: Socket): boolean {
+    if (this.#sockets.size >= this.#connectionLimits.maxConnections) {
+      Counters.bump(kind === "dps" ? this.#counters.dps : this.#counters.hub, "refused-connection-cap");
+      if (this.#refusedInBurst === 0) {
+        this.#log.warn("connection-cap-reached", { endpoint: kind, maxConnections: this.#connectionLimits.maxConnections });
+      }
+      this.#refusedInBurst++;
+      this.#lastRefusalAt = Date.now();
+      socket.destroy();
+      return false;
+    }
+    this.#sockets.add(socket);
+    socket.once("close", () => this.#sockets.delete(socket));
+    return true;
+  }
+
+  /** The deadlines of simulator/limits.ts (connect, keep-alive, idle, packet under way), and the end of a burst of refusals. */
   #sweep(): void {
     const now = Date.now();
     for (const session of this.#sessions) {
       if (session.closed) continue;
-      if (!session.connected) {
-        if (now - session.acceptedAt > this.#connectTimeoutMs) session.close("connect-timeout");
-      } else if (session.keepAliveMs > 0 && now - session.lastSeen > session.keepAliveMs * 1.5) {
-        session.close("keepalive-timeout");
-      }
+      const reason = overdue(session, now, this.#connectionLimits);
+      if (reason) session.closeForLimit(reason);
+    }
+    if (this.#refusedInBurst > 0 && now - this.#lastRefusalAt >= REFUSAL_BURST_MS) {
+      this.#log.info("connection-cap-burst-ended", { refused: this.#refusedInBurst, maxConnections: this.#connectionLimits.maxConnections });
+      this.#refusedInBurst = 0;
     }
     if (++this.#sweeps % 40 === 0) this.#limits.pollsPerDevice.prune(this.#ctx.now());
   }
@@ -435,7 +507,7 @@ class EmulatorImpl implements Emulator {
       closing.push(new Promise((resolve) => server.close(() => resolve())));
     }
     for (const session of this.#sessions) session.socket.destroy();
-    for (const socket of this.#handshaking) socket.destroy();
+    for (const socket of this.#sockets) socket.destroy();
     for (const server of this.#httpServers) server.closeAllConnections();
     await Promise.all(closing);
     this.#log.info("emulator-stopped", {});
@@ -454,13 +526,15 @@ function listenOn(server: TcpServer | HttpServer | HttpsServer, host: string, po
 }
 
 /**
- * Starts the emulator. Rejects with EmulatorError for a bad config, or with the listener's error
- * (EADDRINUSE...) when a port cannot be bound; nothing is left running in either case.
+ * Starts the emulator. Rejects with EmulatorError for a bad config or a bad limit option (not a
+ * positive integer), or with the listener's error (EADDRINUSE...) when a port cannot be bound;
+ * nothing is left running in either case.
  */
 export async function startEmulator(options: EmulatorOptions = {}): Promise<Emulator> {
   const config =
     typeof options.config === "string" ? loadConfigFile(options.config) : checkConfig(options.config ?? DEFAULT_CONFIG);
   if (options.seed !== undefined && !Number.isInteger(options.seed)) throw new EmulatorError("INVALID_ARGUMENT", "seed must be an integer");
+  connectionLimits(options); // throws EmulatorError(INVALID_ARGUMENT) for a bad limit, before anything is created
   const stateDir = options.stateDir ?? join(process.cwd(), ".cache", "emulator");
   const identity = await ensureTlsIdentity(stateDir);
   const emulator = new EmulatorImpl(options, config, identity);

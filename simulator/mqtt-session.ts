@@ -1,5 +1,6 @@
 // One MQTT 3.1.1 connection on the server side: bytes in through mqtt-packet's parser, packets out
-// through its generator, keep-alive and connect deadlines checked by the emulator's sweep. A packet
+// through its generator, keep-alive, connect and packet deadlines checked by the emulator's sweep,
+// packet sizes checked here against simulator/limits.ts before the parser buffers anything. A packet
 // the parser rejects, or one that breaks the protocol's order, closes this connection (with a log
 // line) and nothing else. Subclasses (DPS, hub) decide what CONNECT, SUBSCRIBE and PUBLISH mean.
 import type { Socket } from "node:net";
@@ -14,6 +15,7 @@ import {
 } from "mqtt-packet";
 import type { FaultRule, FaultStep } from "./config.js";
 import type { FaultBook, FaultSubject } from "./faults.js";
+import { PacketFrame, type ConnectionLimits } from "./limits.js";
 import { Counters, type Logger } from "./log.js";
 import type { ProvisioningService } from "./service.js";
 
@@ -23,6 +25,8 @@ export interface SessionContext {
   readonly faults: FaultBook;
   readonly log: Logger;
   readonly counters: Counters;
+  /** Packet sizes and deadlines (simulator/limits.ts). */
+  readonly limits: ConnectionLimits;
   /** The clock for token expiry and rate limits (ms). */
   now(): number;
   /** Runs `fn` after `ms` unless the emulator stops first. */
@@ -33,8 +37,6 @@ export interface SessionContext {
 
 const PINGRESP = generate({ cmd: "pingresp" });
 const CONNACKS = [0, 1, 2, 3, 4, 5].map((returnCode) => generate({ cmd: "connack", returnCode, sessionPresent: false }));
-/** Largest packet accepted: DPS allows 96 KB messages, the hub 256 KB; a little headroom for topics. */
-export const MAX_PACKET_BYTES = 300 * 1024;
 
 export type Endpoint = "dps" | "hub";
 
@@ -48,12 +50,15 @@ export abstract class MqttSession {
   readonly acceptedAt: number;
   /** Keep-alive in ms announced by the client (0: none). */
   keepAliveMs = 0;
+  /** Real time when the first byte of the packet still under way arrived (0: none under way). */
+  partialSince = 0;
   connected = false;
   closed = false;
   #connectSeen = false;
   #packetId = 0;
   readonly #parser = createParser({ protocolVersion: 4 });
-  #buffered = 0;
+  /** Packet boundaries, to refuse an oversize packet before the parser buffers it. */
+  readonly #frame = new PacketFrame();
   /** Packets written while a chunk is being handled, sent together when it is done. */
   #batch: Buffer[] | undefined;
 
@@ -80,18 +85,40 @@ export abstract class MqttSession {
 
   #onData(chunk: Buffer): void {
     if (this.closed) return;
-    this.lastSeen = Date.now();
+    const now = Date.now();
+    this.lastSeen = now;
+    const completed = this.#frame.feed(chunk);
+    if (this.#frame.pending) {
+      const budget = this.ctx.limits.maxPacketBytes[this.endpoint];
+      if (this.#frame.packetBytes > budget) {
+        this.closeForLimit("packet-budget", { packetBytes: this.#frame.packetBytes, budget });
+        return;
+      }
+      // A packet began in this chunk (after one that ended, or after none was under way).
+      if (completed > 0 || this.partialSince === 0) this.partialSince = now;
+    } else {
+      this.partialSince = 0;
+    }
     // Everything answered synchronously to this chunk (PUBACK + response) leaves in one write.
     this.#batch = [];
     try {
-      this.#buffered = this.#parser.parse(chunk);
+      this.#parser.parse(chunk);
     } catch (error) {
       this.protocolError(`malformed packet: ${(error as Error).message}`);
       return;
     } finally {
       this.#flush();
     }
-    if (this.#buffered > MAX_PACKET_BYTES) this.protocolError(`packet larger than ${MAX_PACKET_BYTES} bytes`);
+  }
+
+  /**
+   * A limit of simulator/limits.ts was reached: counted as `closed-<reason>` in the endpoint's
+   * counters, logged, and the connection closed. Not a protocol error: the peer may be only slow.
+   */
+  closeForLimit(reason: string, fields: Record<string, unknown> = {}): void {
+    if (this.closed) return;
+    Counters.bump(this.endpoint === "dps" ? this.ctx.counters.dps : this.ctx.counters.hub, `closed-${reason}`);
+    this.close(reason, "info", { remote: this.socket.remoteAddress, ...fields });
   }
 
   #flush(): void {
@@ -200,13 +227,13 @@ export abstract class MqttSession {
   }
 
   /** Closes the socket at once (no goodbye: MQTT 3.1.1 servers have none). Idempotent. */
-  close(reason: string, level: "debug" | "info" | "warn" | "error" = "info"): void {
+  close(reason: string, level: "debug" | "info" | "warn" | "error" = "info", fields?: Record<string, unknown>): void {
     if (this.socket.destroyed) {
       this.closed = true;
       return;
     }
     this.closed = true;
-    if (this.ctx.log.enabled(level)) this.ctx.log.write(level, "connection-closed", { endpoint: this.endpoint, client: this.clientLabel(), reason });
+    if (this.ctx.log.enabled(level)) this.ctx.log.write(level, "connection-closed", { endpoint: this.endpoint, client: this.clientLabel(), reason, ...fields });
     this.socket.destroy();
   }
 

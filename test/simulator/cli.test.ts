@@ -54,7 +54,7 @@ test("cli: starts from a config file with --fault rules, prints its endpoints, s
   const config = join(stateDir, "config.json");
   writeFileSync(config, JSON.stringify({ idScope: "0ne00000cli", hubs: [{ hostName: "hub-1.azure-devices.localhost" }], retryAfterSeconds: 0, enrollments: { individual: [{ registrationId: "cli-dev", primaryKey: keyFor("cli-dev") }] } }));
   const ports = ["--dps-port", "0", "--dps-tcp-port", "0", "--hub-port", "0", "--hub-tcp-port", "0", "--https-port", "0", "--admin-port", "0"];
-  const started = await run(["--config", config, "--state-dir", stateDir, "--seed", "5", "--log-level", "warn", ...ports, "--fault", '{"step":"register","registrationId":"cli-dev","status":500,"times":1}']);
+  const started = await run(["--config", config, "--state-dir", stateDir, "--seed", "5", "--log-level", "warn", ...ports, "--max-connections", "50", "--packet-timeout-ms", "5000", "--max-idle-ms", "60000", "--fault", '{"step":"register","registrationId":"cli-dev","status":500,"times":1}']);
   t.teardown(() => {
     if (started.child.exitCode === null) started.child.kill("SIGKILL");
   });
@@ -102,6 +102,9 @@ test("cli: a bad option, a stray word or a bad fault rule exits 2 with the messa
   t.is(badFault.code, 2);
   t.regex(badFault.stderr, /status/);
   noStack(badFault);
+  const badLimit = await once(["--max-connections", "0"]);
+  t.is(badLimit.code, 2);
+  t.regex(badLimit.stderr, /^dps-emulator: --max-connections must be/);
   const badConfig = await once(["--config", "/nonexistent/config.json", "--admin-port", "0"]);
   t.is(badConfig.code, 1);
   t.regex(badConfig.stderr, /^dps-emulator: cannot read config file[^\n]*\n$/);
