@@ -50,6 +50,8 @@ export class Counters {
   dps: Record<string, number> = {};
   hub: Record<string, number> = {};
   https: Record<string, number> = {};
+  /** The hubs' service REST API: answers per status code. */
+  service: Record<string, number> = {};
   faults: Record<string, number> = {};
   assigned = 0;
   throttled = 0;
@@ -63,6 +65,7 @@ export class Counters {
     this.dps = {};
     this.hub = {};
     this.https = {};
+    this.service = {};
     this.faults = {};
     this.assigned = 0;
     this.throttled = 0;
