@@ -16,7 +16,8 @@ import { createRequire } from "node:module";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { FaultRule, GroupEnrollment, IndividualEnrollment } from "./config.js";
-import { EmulatorError } from "./errors.js";
+import { EmulatorError, HubServiceError } from "./errors.js";
+import type { C2dRequest } from "./hub-features.js";
 import type { Emulator } from "./index.js";
 
 const MAX_BODY_BYTES = 1024 * 1024;
@@ -80,7 +81,7 @@ export function adminHandler(emulator: Emulator & { resetCounters(): void; clear
       hostName: emulator.serviceApi.hostName,
       host: emulator.endpoints.https.host,
       port: emulator.endpoints.https.port,
-      policies: emulator.serviceApi.policies.map((p) => ({ ...p, connectionString: emulator.serviceConnectionString(p.name) })),
+      policies: emulator.serviceApi.policies.map((p) => ({ ...p, connectionString: emulator.dpsServiceConnectionString(p.name) })),
     },
   }));
   add("GET", "/enrollments", "individual and group enrollments (keys left out)", () => ({ status: 200, body: emulator.enrollments() }));
@@ -127,7 +128,26 @@ export function adminHandler(emulator: Emulator & { resetCounters(): void; clear
     emulator.deleteDevice(params[0], query.get("hub") ?? undefined);
     return { status: 204 };
   });
-  add("GET", "/hubs", "hubs with weight, availability and device count", () => ({ status: 200, body: emulator.hubs() }));
+  add("POST", "/devices/:id/messages", 'queue a C2D message: body {"body": text | "bodyBase64": b64, "properties": {k: v}, "messageId", "contentType", "contentEncoding", "correlationId", "ttlSeconds"}; ?hub=host', ({ params, query, body }) => {
+    const b = (body ?? {}) as Record<string, unknown>;
+    if (typeof b !== "object" || Array.isArray(b)) throw new EmulatorError("INVALID_ARGUMENT", "body must be a JSON object");
+    const known = ["body", "bodyBase64", "properties", "messageId", "contentType", "contentEncoding", "correlationId", "ttlSeconds"];
+    for (const k of Object.keys(b)) if (!known.includes(k)) throw new EmulatorError("INVALID_ARGUMENT", `${k} is not a C2D message field (${known.join(", ")})`);
+    if ((b.body === undefined) === (b.bodyBase64 === undefined)) throw new EmulatorError("INVALID_ARGUMENT", 'give one of "body" (text) or "bodyBase64"');
+    if (b.bodyBase64 !== undefined && (typeof b.bodyBase64 !== "string" || !/^[A-Za-z0-9+/]*={0,2}$/.test(b.bodyBase64))) throw new EmulatorError("INVALID_ARGUMENT", "bodyBase64 must be base64");
+    const { bodyBase64, ...rest } = b;
+    const message = { ...rest, body: bodyBase64 !== undefined ? Buffer.from(bodyBase64 as string, "base64") : b.body } as C2dRequest;
+    const messageId = emulator.sendC2D(params[0], message, query.get("hub") ?? undefined);
+    return { status: 201, body: { messageId } };
+  });
+  add("GET", "/devices/:id/messages", "C2D messages waiting for the device's PUBACK; ?hub=host", ({ params, query }) => ({ status: 200, body: emulator.pendingC2D(params[0], query.get("hub") ?? undefined) }));
+  add("DELETE", "/devices/:id/messages", "forget the device's waiting C2D messages; ?hub=host", ({ params, query }) => ({ status: 200, body: { purged: emulator.purgeC2D(params[0], query.get("hub") ?? undefined) } }));
+  add("GET", "/devices/:id/twin", "the device twin as the service API returns it; ?hub=host", ({ params, query }) => ({ status: 200, body: emulator.twin(params[0], query.get("hub") ?? undefined) }));
+  add("PATCH", "/devices/:id/twin", 'patch tags and desired: body {"tags": {...}, "properties": {"desired": {...}}}; ?hub=host&etag=...', ({ params, query, body }) => ({
+    status: 200,
+    body: emulator.updateTwin(params[0], body as object, { hubHostName: query.get("hub") ?? undefined, etag: query.get("etag") ?? undefined }),
+  }));
+  add("GET", "/hubs", "hubs with weight, availability, device count, shared access policies and a service connection string", () => ({ status: 200, body: emulator.hubs() }));
   add("PATCH", "/hubs/:host", 'body {"available": bool, "maxMessageBytes": 1..262144} (either or both)', ({ params, body }) => {
     const fields = body as Record<string, unknown> | null;
     const keys = typeof fields === "object" && fields !== null && !Array.isArray(fields) ? Object.keys(fields) : [];
@@ -223,6 +243,9 @@ export function adminHandler(emulator: Emulator & { resetCounters(): void; clear
         const result = route.handler({ params, query: url.searchParams, body });
         reply(result.status, result.body);
       } catch (error) {
+        if (error instanceof HubServiceError) {
+          return reply(error.status, { error: { code: error.code, errorCode: error.errorCode, message: error.message } });
+        }
         if (error instanceof EmulatorError) {
           const status = error.code === "NOT_FOUND" || error.code === "UNKNOWN_HUB" ? 404 : 400;
           return reply(status, { error: { code: error.code, message: error.message } });

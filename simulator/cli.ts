@@ -22,6 +22,7 @@ const command = {
     "hub-port": { type: "string", value: "N", help: "IoT Hub over MQTT/TLS, all hubs (default 8884)" },
     "hub-tcp-port": { type: "string", value: "N", help: "IoT Hub over plain MQTT (default 1884)" },
     "https-port": { type: "string", value: "N", help: "registration status lookup (default 8443)" },
+    "hub-https-port": { type: "string", value: "N", help: "the hubs' service REST API: twins, direct methods (default 8445)" },
     "admin-port": { type: "string", value: "N", help: "admin HTTP API (default 8090)" },
     "state-dir": { type: "string", value: "DIR", help: "where the CA is kept (default .cache/emulator)" },
     "clock-skew": { type: "string", value: "S", help: "SAS expiry tolerance in seconds (default 300)" },
@@ -52,6 +53,7 @@ async function main(v: OptionValues<typeof command.options>): Promise<number> {
     hubTlsPort: port("hub-port", v["hub-port"], 8884, true),
     hubTcpPort: port("hub-tcp-port", v["hub-tcp-port"], 1884, true),
     httpsPort: port("https-port", v["https-port"], 8443, true),
+    hubHttpsPort: port("hub-https-port", v["hub-https-port"], 8445, true),
     adminPort: port("admin-port", v["admin-port"], 8090, true),
   };
   const positive = (name: keyof typeof v & string): number | undefined => integer(name, v[name] as string | undefined, { min: 1 });
@@ -119,6 +121,7 @@ async function main(v: OptionValues<typeof command.options>): Promise<number> {
       `  DPS       mqtts://${e.dps.host}:${e.dps.tlsPort}  mqtt://${e.dps.host}:${e.dps.tcpPort}`,
       `  Hubs      mqtts://${e.hub.host}:${e.hub.tlsPort}  mqtt://${e.hub.host}:${e.hub.tcpPort}  (${hubs})`,
       `  Lookup    https://${e.https.host}:${e.https.port}  (and the DPS service API, HostName ${emulator.serviceApi.hostName}; keys: GET /service-api)`,
+      `  Service   https://${e.hubService.host}:${e.hubService.port}  (twins, methods; connection strings: GET ${e.admin.url}/hubs)`,
       `  Admin     ${e.admin.url}`,
       `  CA        ${emulator.caPath}`,
       `  seed      ${emulator.seed}`,

@@ -40,7 +40,7 @@ export interface GroupEnrollment {
   reprovisionPolicy?: ReprovisionPolicy;
 }
 
-export type FaultStep = "connect" | "subscribe" | "register" | "poll" | "lookup" | "hub-connect" | "hub-publish";
+export type FaultStep = "connect" | "subscribe" | "register" | "poll" | "lookup" | "hub-connect" | "hub-publish" | "twin-get" | "twin-patch";
 export type MalformedKind = "non-json" | "missing-operation-id" | "wrong-types" | "truncated";
 
 export interface FaultRule {
@@ -63,6 +63,18 @@ export interface HubConfig {
   allocationWeight?: number;
   /** Largest telemetry body the hub takes (default 256 KiB, the real hub's limit); a larger one closes the connection. */
   maxMessageBytes?: number;
+  /**
+   * Shared access policies of the hub's service API (HTTPS). Default: one `iothubowner` policy
+   * with a key drawn at start (read it with `Emulator.hubServiceConnectionString()` or GET /hubs).
+   */
+  sharedAccessPolicies?: SharedAccessPolicy[];
+}
+
+/** A shared access policy of a hub: a key name and its keys (base64, at least 16 bytes). */
+export interface SharedAccessPolicy {
+  keyName: string;
+  primaryKey: string;
+  secondaryKey?: string;
 }
 
 export interface EmulatorConfig {
@@ -74,7 +86,7 @@ export interface EmulatorConfig {
   assignAfterPolls?: number;
   retryAfterSeconds?: number;
   enrollments?: { individual?: IndividualEnrollment[]; groups?: GroupEnrollment[] };
-  limits?: { registrationsPerMinute?: number; operationsPerMinute?: number; pollsPerDevicePer10s?: number };
+  limits?: { registrationsPerMinute?: number; operationsPerMinute?: number; pollsPerDevicePer10s?: number; twinOperationsPerSecond?: number };
   faults?: FaultRule[];
   /** Re-provisioning policy of enrollments that do not set one (default reprovisionAndMigrate, as DPS). */
   reprovisionPolicy?: ReprovisionPolicy;
@@ -112,7 +124,7 @@ export const DEFAULT_CONFIG: EmulatorConfig = {
   hubs: [{ hostName: "hub-1.azure-devices.localhost" }],
 };
 
-export const FAULT_STEPS: readonly FaultStep[] = ["connect", "subscribe", "register", "poll", "lookup", "hub-connect", "hub-publish"];
+export const FAULT_STEPS: readonly FaultStep[] = ["connect", "subscribe", "register", "poll", "lookup", "hub-connect", "hub-publish", "twin-get", "twin-patch"];
 export const MALFORMED_KINDS: readonly MalformedKind[] = ["non-json", "missing-operation-id", "wrong-types", "truncated"];
 const POLICIES: readonly ReprovisionPolicy[] = ["reprovisionAndMigrate", "reprovisionAndReset", "neverReprovision"];
 
@@ -123,8 +135,8 @@ export const HUB_MAX_MESSAGE_BYTES = 256 * 1024;
 export const CONFIG_SCHEMA = "emulator-config.schema.json";
 
 const CONFIG_FIELDS = ["$schema", "idScope", "hubs", "allocationPolicy", "assignAfterPolls", "retryAfterSeconds", "enrollments", "limits", "faults", "reprovisionPolicy", "unknownRegistrationStatus", "telemetryLimit", "serviceApi"];
-const HUB_FIELDS = ["hostName", "allocationWeight", "maxMessageBytes"];
-const LIMIT_FIELDS = ["registrationsPerMinute", "operationsPerMinute", "pollsPerDevicePer10s"] as const;
+const HUB_FIELDS = ["hostName", "allocationWeight", "maxMessageBytes", "sharedAccessPolicies"];
+const LIMIT_FIELDS = ["registrationsPerMinute", "operationsPerMinute", "pollsPerDevicePer10s", "twinOperationsPerSecond"] as const;
 
 // DPS registration ids: up to 128 characters, alphanumerics and - . _ :
 const REGISTRATION_ID = /^[A-Za-z0-9\-._:]{1,128}$/;
@@ -293,6 +305,19 @@ export function checkConfig(input: EmulatorConfig): EmulatorConfig {
       fail(`hubs[${i}].allocationWeight`, "must be a number from 0 to 1000");
     }
     checkMaxMessageBytes(h.maxMessageBytes, `hubs[${i}].maxMessageBytes`);
+    if (h.sharedAccessPolicies !== undefined) {
+      if (!Array.isArray(h.sharedAccessPolicies) || h.sharedAccessPolicies.length === 0) fail(`hubs[${i}].sharedAccessPolicies`, "must be a non-empty array");
+      const keyNames = new Set<string>();
+      h.sharedAccessPolicies.forEach((p, j) => {
+        const field = `hubs[${i}].sharedAccessPolicies[${j}]`;
+        if (typeof p !== "object" || p === null) fail(field, "must be an object");
+        knownFields(p, ["keyName", "primaryKey", "secondaryKey"], field);
+        if (typeof p.keyName !== "string" || !/^[A-Za-z0-9._-]{1,64}$/.test(p.keyName)) fail(`${field}.keyName`, "must be 1-64 letters, digits, '.', '_' or '-'");
+        if (keyNames.has(p.keyName)) fail(`${field}.keyName`, "is listed twice");
+        keyNames.add(p.keyName);
+        checkKeys(p, field);
+      });
+    }
   });
   if (input.allocationPolicy !== undefined && input.allocationPolicy !== "hashed" && input.allocationPolicy !== "static") {
     fail("allocationPolicy", 'must be "hashed" or "static"');
@@ -335,6 +360,7 @@ export function checkConfig(input: EmulatorConfig): EmulatorConfig {
       registrationsPerMinute: limits.registrationsPerMinute ?? 1000,
       operationsPerMinute: limits.operationsPerMinute ?? 1000,
       pollsPerDevicePer10s: limits.pollsPerDevicePer10s ?? 5,
+      ...(limits.twinOperationsPerSecond === undefined ? {} : { twinOperationsPerSecond: limits.twinOperationsPerSecond }),
     },
     enrollments: { individual, groups },
     faults,

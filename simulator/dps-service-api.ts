@@ -456,7 +456,7 @@ function header(req: IncomingMessage, name: string): string | undefined {
 
 function send(ctx: ServiceApiContext, req: IncomingMessage, res: ServerResponse, answer: Answer & { headers?: Record<string, string> }): void {
   if (res.destroyed) return;
-  Counters.bump(ctx.counters.service, answer.status);
+  Counters.bump(ctx.counters.dpsService, answer.status);
   const headers: Record<string, string> = { ...(answer.headers ?? {}) };
   if (answer.status >= 300) {
     headers["x-ms-error-code"] = String(answer.body.errorCode ?? describeStatus(answer.status).errorCode);

@@ -74,3 +74,24 @@ export class EmulatorError extends Error {
     this.code = code;
   }
 }
+
+/**
+ * An answer of the hub's service side that is not a success (a method to an offline device, a
+ * stale etag, a twin patch over the limits), as IoT Hub words it: the HTTP status, the six-digit
+ * code and its name (the REST API's `iothub-errorcode` header).
+ *
+ *   404 404103 DeviceNotOnline    "Timed out waiting for device to connect."
+ *   504 504101 GatewayTimeout     "Timed out waiting for the response from device."
+ */
+export class HubServiceError extends EmulatorError {
+  readonly status: number;
+  readonly errorCode: number;
+  readonly info: Record<string, unknown> | undefined;
+  constructor(status: number, errorCode: number, name: string, message: string, info?: Record<string, unknown>) {
+    super(name, message);
+    this.name = "HubServiceError";
+    this.status = status;
+    this.errorCode = errorCode;
+    this.info = info;
+  }
+}

@@ -1,7 +1,11 @@
 // The IoT Hub side of one device connection. The hub is chosen by the CONNECT user name
 // (`{hub}/{deviceId}/?api-version=...`); when the client sent SNI naming another emulated hub,
 // the connection is refused. Telemetry is stored and acknowledged; the device twin can be read
-// and its reported properties patched; anything else a real hub would refuse closes the connection.
+// and its reported properties patched (within IoT Hub's limits, throttled when the config says so);
+// desired patches are pushed to a subscribed device; C2D messages are delivered at QoS 1 and stay
+// queued until the device PUBACKs them (so a new connection gets them again); direct methods go
+// out on `$iothub/methods/POST/` and their answers go back to the HubBroker. Anything else a real
+// hub would refuse closes the connection.
 // The device id is the same bytes everywhere, as the official clients write it: client id, user
 // name and topic raw, the token's `sr` URL-encoded (and compared decoded).
 //
@@ -9,6 +13,8 @@
 //            password SharedAccessSignature sr=hub-1.azure-devices.localhost%2Fdevices%2Fsensor%3A01&sig=...&se=...
 //   PUBLISH  devices/sensor:01/messages/events/  {"temperature":21.5}   -> PUBACK
 //   PUBLISH  devices/sensor%3A01/messages/events/                       -> closed: another device's topic
+//   SUBSCRIBE devices/sensor:01/messages/devicebound/#  -> PUBLISH devices/sensor:01/messages/devicebound/%24.mid=..&%24.to=..  (QoS 1, until PUBACK)
+//   PUBLISH  $iothub/twin/PATCH/properties/reported/?$rid=4  {"fw":"1.0"}  -> $iothub/twin/res/204/?$rid=4&$version=3
 import type { Socket } from "node:net";
 import type { IConnectPacket, IPublishPacket, ISubscribePacket } from "mqtt-packet";
 import type { FaultSubject } from "./faults.js";
@@ -19,17 +25,36 @@ import type { HubDevice, HubState } from "./service.js";
 import { HUB_MAX_MESSAGE_BYTES } from "./config.js";
 import { connackForStatus } from "./dps-session.js";
 import { hubSubscriptionAllowed, isDeviceId, parseHubTopic, parseHubUserName } from "./topics.js";
+import type { BrokerSession } from "./hub-broker.js";
+import { c2dTopic, deviceTwinDocument, patchedSection, TWIN_LIMITS } from "./hub-features.js";
+import { timestampUtc } from "./errors.js";
+import type { FaultRule } from "./config.js";
 
 /** Messages above this size make a real hub close the connection (per hub: `maxMessageBytes`). */
 export { HUB_MAX_MESSAGE_BYTES };
 
-export class HubSession extends MqttSession {
+export class HubSession extends MqttSession implements BrokerSession {
   readonly endpoint = "hub" as const;
   deviceId: string | undefined;
   hubHostName: string | undefined;
   device: HubDevice | undefined;
   #hub: HubState | undefined;
   #twinQos = -1;
+  #c2dQos = -1;
+  #methodsQos = -1;
+  #desiredQos = -1;
+  /** C2D messages published on this connection and not yet acknowledged: packet id -> message id. */
+  readonly #inflight = new Map<number, string>();
+
+  get subscribedC2d(): boolean {
+    return this.#c2dQos >= 0;
+  }
+  get subscribedMethods(): boolean {
+    return this.#methodsQos >= 0;
+  }
+  get subscribedDesired(): boolean {
+    return this.#desiredQos >= 0;
+  }
 
   constructor(socket: Socket, ctx: SessionContext, transport: "tls" | "tcp") {
     super(socket, ctx, transport);
@@ -106,6 +131,8 @@ export class HubSession extends MqttSession {
         this.#hub = hub;
         device.connections++;
         this.connack(0);
+        device.lastActivity = timestampUtc(this.ctx.now());
+        this.ctx.broker.attach(this);
         if (this.ctx.log.enabled("debug")) this.ctx.log.debug("hub-connected", { client: this.deviceId, hub: hub.hostName, transport: this.transport });
       },
     });
@@ -116,9 +143,51 @@ export class HubSession extends MqttSession {
       if (!hubSubscriptionAllowed(s.topic, this.deviceId as string)) return 0x80;
       const qos = Math.min(s.qos, 1);
       if (s.topic === "$iothub/twin/res/#") this.#twinQos = qos;
+      else if (s.topic === "$iothub/twin/PATCH/properties/desired/#") this.#desiredQos = qos;
+      else if (s.topic === "$iothub/methods/POST/#") this.#methodsQos = qos;
+      else this.#c2dQos = qos;
       return qos;
     });
     this.suback(packet.messageId, granted);
+    const device = this.device as HubDevice;
+    if (this.#c2dQos >= 0) this.deliverC2d();
+    if (this.#methodsQos >= 0) this.ctx.broker.methodsSubscribed(device);
+  }
+
+  /**
+   * Publishes every queued C2D message this connection has not sent yet, at QoS 1 (IoT Hub sends
+   * C2D at QoS 1 whatever the subscription asked, and keeps a message until its PUBACK).
+   */
+  deliverC2d(): void {
+    const device = this.device;
+    if (!device || this.closed || this.#c2dQos < 0) return;
+    this.ctx.broker.dropExpired(device);
+    const sent = new Set(this.#inflight.values());
+    for (const m of device.c2d) {
+      if (sent.has(m.messageId)) continue;
+      m.deliveries++;
+      Counters.bump(this.ctx.counters.hub, m.deliveries > 1 ? "c2d-redelivered" : "c2d-sent");
+      const id = this.publish(c2dTopic(device.deviceId, m), m.body, 1);
+      this.#inflight.set(id, m.messageId);
+    }
+  }
+
+  protected override onPuback(messageId: number): void {
+    const id = this.#inflight.get(messageId);
+    if (id === undefined) return; // the PUBACK of a twin answer or a method call
+    this.#inflight.delete(messageId);
+    const device = this.device as HubDevice;
+    const before = device.c2d.length;
+    device.c2d = device.c2d.filter((m) => m.messageId !== id);
+    if (device.c2d.length < before) Counters.bump(this.ctx.counters.hub, "c2d-acked");
+  }
+
+  sendMethod(methodName: string, rid: string, body: string): void {
+    this.publish(`$iothub/methods/POST/${methodName}/?$rid=${rid}`, body, this.#methodsQos as 0 | 1);
+  }
+
+  sendDesired(patch: Record<string, unknown>, version: number): void {
+    this.publish(`$iothub/twin/PATCH/properties/desired/?$version=${version}`, JSON.stringify({ ...patch, $version: version }), this.#desiredQos as 0 | 1);
   }
 
   protected onPublish(packet: IPublishPacket): void {
@@ -158,29 +227,67 @@ export class HubSession extends MqttSession {
         return;
       }
       case "twin-get":
-        if (packet.qos > 0) this.puback(packet.messageId);
-        this.#twinAnswer(200, request.rid, JSON.stringify({
-          desired: { ...device.desired, $version: device.desiredVersion },
-          reported: { ...device.reported, $version: device.reportedVersion },
-        }));
+        device.lastActivity = timestampUtc(this.ctx.now());
+        this.#twinStep("twin-get", packet, request.rid, () => {
+          Counters.bump(this.ctx.counters.hub, "twin-get");
+          this.#twinAnswer(200, request.rid, JSON.stringify(deviceTwinDocument(device)));
+        });
         return;
-      case "twin-patch-reported": {
-        let patch: unknown;
-        try {
-          patch = JSON.parse(payload.toString("utf8"));
-        } catch {
-          patch = undefined;
-        }
-        if (packet.qos > 0) this.puback(packet.messageId);
-        if (typeof patch !== "object" || patch === null || Array.isArray(patch)) return this.#twinAnswer(400, request.rid, "");
-        mergePatch(device.reported, patch as Record<string, unknown>);
-        device.reportedVersion++;
-        this.#twinAnswer(204, request.rid, "", device.reportedVersion);
+      case "twin-patch-reported":
+        device.lastActivity = timestampUtc(this.ctx.now());
+        this.#twinStep("twin-patch", packet, request.rid, () => {
+          Counters.bump(this.ctx.counters.hub, "twin-patch");
+          let patch: unknown;
+          try {
+            patch = JSON.parse(payload.toString("utf8"));
+          } catch {
+            patch = undefined;
+          }
+          if (typeof patch !== "object" || patch === null || Array.isArray(patch)) return this.#twinError(400, request.rid, "The reported properties patch is not a JSON object.");
+          const next = patchedSection(device.reported, patch as Record<string, unknown>, TWIN_LIMITS.sectionBytes, "properties.reported");
+          if (!next.ok) return this.#twinError(next.problem.status, request.rid, next.problem.message);
+          device.reported = next.value;
+          device.reportedVersion++;
+          device.twinVersion++;
+          device.twinUpdated = timestampUtc(this.ctx.now());
+          this.#twinAnswer(204, request.rid, "", device.reportedVersion);
+        });
         return;
-      }
+      case "method-response":
+        if (packet.qos > 0) this.puback(packet.messageId);
+        device.lastActivity = timestampUtc(this.ctx.now());
+        this.ctx.broker.methodAnswered(device, request.rid, request.status, payload.toString("utf8"));
+        return;
       default:
         return this.protocolError(`publish to a topic the hub does not serve: ${packet.topic.slice(0, 80)}`);
     }
+  }
+
+  /**
+   * A twin request under its fault step and the hub's twin throttle: the PUBACK at once, then
+   * (after any injected delay) a fault's status, a 429, or `proceed`.
+   */
+  #twinStep(step: "twin-get" | "twin-patch", packet: IPublishPacket, rid: string | undefined, proceed: () => void): void {
+    this.withFault(step, this.#subject(), {
+      first: () => {
+        if (packet.qos > 0) this.puback(packet.messageId);
+      },
+      status: (rule: FaultRule) => this.#twinError(rule.status ?? 500, rid, undefined, rule.errorCode),
+      proceed: () => {
+        const wait = this.ctx.broker.twinThrottle((this.device as HubDevice).hubHostName);
+        if (wait > 0) {
+          this.ctx.counters.throttled++;
+          return this.#twinError(429, rid, "Operations are being throttled by the service.", 429001);
+        }
+        proceed();
+      },
+    });
+  }
+
+  /** `$iothub/twin/res/{status}/?$rid=` with an error body like the hub's. */
+  #twinError(status: number, rid: string | undefined, message?: string, errorCode?: number): void {
+    const body = this.ctx.service.error(status, this.ctx.now(), undefined, errorCode ?? (status === 400 ? 400004 : undefined), message).body;
+    this.#twinAnswer(status, rid, JSON.stringify(body));
   }
 
   #twinAnswer(status: number, rid: string | undefined, body: string, version?: number): void {
@@ -191,16 +298,11 @@ export class HubSession extends MqttSession {
   }
 
   protected override onClosed(): void {
-    if (this.device && this.connected) this.device.connections = Math.max(0, this.device.connections - 1);
-  }
-}
-
-/** JSON merge patch of reported properties: null deletes. */
-function mergePatch(target: Record<string, unknown>, patch: Record<string, unknown>): void {
-  for (const [key, value] of Object.entries(patch)) {
-    if (value === null) delete target[key];
-    else if (typeof value === "object" && !Array.isArray(value) && typeof target[key] === "object" && target[key] !== null) {
-      mergePatch(target[key] as Record<string, unknown>, value as Record<string, unknown>);
-    } else target[key] = value;
+    if (this.device && this.connected) {
+      this.device.connections = Math.max(0, this.device.connections - 1);
+      this.ctx.broker.detach(this);
+    }
+    // Unacknowledged C2D messages stay queued: the next connection gets them again.
+    this.#inflight.clear();
   }
 }

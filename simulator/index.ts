@@ -4,10 +4,10 @@
 // the protocol (node:crypto and mqtt-packet), and imports nothing from modules/.
 import { constants as cryptoConstants, randomBytes } from "node:crypto";
 import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
-import { createServer as createHttpsServer, type Server as HttpsServer } from "node:https";
+import { Agent as HttpsAgent, createServer as createHttpsServer, type Server as HttpsServer } from "node:https";
 import { createServer as createTcpServer, type AddressInfo, type Server as TcpServer, type Socket } from "node:net";
 import { join } from "node:path";
-import { createServer as createTlsServer, type TLSSocket } from "node:tls";
+import { connect as tlsConnect, createServer as createTlsServer, type ConnectionOptions, type TLSSocket } from "node:tls";
 import { adminHandler } from "./admin-server.js";
 import { ensureTlsIdentity } from "./certs.js";
 import { checkConfig, DEFAULT_CONFIG, DEFAULT_SERVICE_HOST_NAME, DEFAULT_SERVICE_POLICY, loadConfigFile, type EmulatorConfig, type FaultRule, type GroupEnrollment, type IndividualEnrollment } from "./config.js";
@@ -15,6 +15,9 @@ import { DpsSession, type DpsLimits } from "./dps-session.js";
 import { serviceApiHandler } from "./dps-service-api.js";
 import { EmulatorError } from "./errors.js";
 import { FaultBook, type StoredFault } from "./faults.js";
+import { HubBroker, type MethodParams, type MethodResult } from "./hub-broker.js";
+import { c2dView, serviceTwinDocument, type C2dRequest } from "./hub-features.js";
+import { hubServiceHandler } from "./hub-service-server.js";
 import { HubSession } from "./hub-session.js";
 import { Counters, Logger, type LogLevel, type LogSink } from "./log.js";
 import { connectionLimits, overdue, type ConnectionLimits } from "./limits.js";
@@ -27,7 +30,10 @@ import { SlidingKeyLimit, WindowLimit } from "./throttle.js";
 export type { EmulatorConfig, FaultRule, FaultStep, GroupEnrollment, HubConfig, IndividualEnrollment, MalformedKind, ReprovisionPolicy, ServiceApiConfig, ServicePolicy } from "./config.js";
 export type { RegistrationRecord, TelemetryMessage } from "./service.js";
 export type { LogLevel, LogSink } from "./log.js";
-export { EmulatorError } from "./errors.js";
+export { EmulatorError, HubServiceError } from "./errors.js";
+export type { MethodParams, MethodResult } from "./hub-broker.js";
+export type { C2dRequest } from "./hub-features.js";
+export { C2D_QUEUE_LIMIT, TWIN_LIMITS } from "./hub-features.js";
 export { loadConfigFile } from "./config.js";
 export { deriveDeviceKey, signSasToken } from "./sas.js";
 
@@ -42,6 +48,8 @@ export interface EmulatorOptions {
   hubTcpPort?: number;
   /** Registration status lookup (HTTPS, same CA). */
   httpsPort?: number;
+  /** The hubs' service REST API (twins, direct methods; HTTPS, same CA); one listener for every hub. */
+  hubHttpsPort?: number;
   /** Admin HTTP API (plain HTTP). */
   adminPort?: number;
   /** Where the CA and server certificate are created and reused (default .cache/emulator under the cwd). */
@@ -96,16 +104,23 @@ export interface EmulatorCounters {
   /** DPS answers per status code ("202", "200", "429", ...) and CONNACK codes ("connack-0", ...). */
   dps: Record<string, number>;
   /**
-   * Hub CONNACK codes ("connack-5"), "telemetry", "puback", "twin-200", "bad-packet". Both tables
-   * also count connections closed or refused by a limit: "refused-connection-cap",
-   * "closed-packet-budget", "closed-packet-timeout", "closed-connect-timeout",
-   * "closed-keepalive-timeout", "closed-idle-timeout", "closed-tls-handshake-timeout".
+   * Hub CONNACK codes ("connack-5"), "telemetry", "puback", "bad-packet"; twins: "twin-get",
+   * "twin-patch", answers per status ("twin-200", "twin-204", "twin-400", "twin-429"),
+   * "twin-desired-changed", "twin-desired-pushed", "twin-service-update", "twin-service-412";
+   * C2D: "c2d-queued", "c2d-sent", "c2d-redelivered", "c2d-acked", "c2d-expired", "c2d-queue-full";
+   * methods: "method-sent", "method-{device status}", "method-device-not-online", "method-timeout",
+   * "method-late-answer". Both tables also count connections closed or refused by a limit:
+   * "refused-connection-cap", "closed-packet-budget", "closed-packet-timeout",
+   * "closed-connect-timeout", "closed-keepalive-timeout", "closed-idle-timeout",
+   * "closed-tls-handshake-timeout".
    */
   hub: Record<string, number>;
   /** Status lookup answers per status code. */
   https: Record<string, number>;
   /** DPS service API answers per status code. */
-  service: Record<string, number>;
+  dpsService: Record<string, number>;
+  /** The hubs' service REST API answers per status code. */
+  hubService: Record<string, number>;
   /** Injected faults per step. */
   faults: Record<string, number>;
   /** MQTT connections open now (DPS and hub). */
@@ -123,6 +138,8 @@ export interface Emulator {
     dps: { host: string; tlsPort: number; tcpPort: number };
     hub: { host: string; tlsPort: number; tcpPort: number };
     https: { host: string; port: number };
+    /** The hubs' service REST API (HTTPS). */
+    hubService: { host: string; port: number };
     admin: { url: string; port: number };
   };
   readonly idScope: string;
@@ -140,7 +157,7 @@ export interface Emulator {
    * `HostName=…;SharedAccessKeyName=…;SharedAccessKey=…` for a policy (default
    * provisioningserviceowner), as the portal shows it. Throws EmulatorError(NOT_FOUND) for an unknown policy.
    */
-  serviceConnectionString(policyName?: string): string;
+  dpsServiceConnectionString(policyName?: string): string;
   /** Adds or replaces; throws EmulatorError when invalid or naming an unknown hub. */
   addIndividualEnrollment(e: IndividualEnrollment): void;
   addGroupEnrollment(e: GroupEnrollment): void;
@@ -174,6 +191,37 @@ export interface Emulator {
   resetCounters(): void;
   telemetry(deviceId?: string): TelemetryMessage[];
   clearTelemetry(): void;
+  /**
+   * Queues a cloud-to-device message; it is delivered at once when the device is connected and
+   * subscribed, else on its next subscription, until it is acknowledged or expires. Returns the
+   * message id. Throws HubServiceError: 404 (404001) no such device, 403 (403004) 50 messages
+   * already waiting, 400 (400004) a bad message.
+   */
+  sendC2D(deviceId: string, message: C2dRequest, hubHostName?: string): string;
+  /** Messages waiting for the device's PUBACK (expired ones dropped first). Throws HubServiceError(404). */
+  pendingC2D(deviceId: string, hubHostName?: string): Record<string, unknown>[];
+  /** Forgets the device's waiting messages; returns how many. Throws HubServiceError(404). */
+  purgeC2D(deviceId: string, hubHostName?: string): number;
+  /**
+   * Invokes a direct method. Resolves with the device's status and payload; rejects with
+   * HubServiceError 404 (404103 DeviceNotOnline), 504 (504101 GatewayTimeout), 404 (404001), 400.
+   */
+  invokeMethod(deviceId: string, params: MethodParams, hubHostName?: string): Promise<MethodResult>;
+  /** The twin as the service API returns it. Throws HubServiceError(404). */
+  twin(deviceId: string, hubHostName?: string): Record<string, unknown>;
+  /**
+   * Patches tags and desired properties (`{"tags":{},"properties":{"desired":{}}}`); `replace`
+   * replaces them instead. Throws HubServiceError 412 on a stale etag, 400 on a bad patch, 404.
+   */
+  updateTwin(deviceId: string, patch: object, options?: { etag?: string; replace?: boolean; hubHostName?: string }): Record<string, unknown>;
+  /** `HostName={hub};SharedAccessKeyName={policy};SharedAccessKey=...` (default: the first hub, iothubowner). Throws EmulatorError(UNKNOWN_HUB, NOT_FOUND). */
+  hubServiceConnectionString(hubHostName?: string, keyName?: string): string;
+  /**
+   * An https.Agent that sends every request to the hub service listener (127.0.0.1:port) and
+   * trusts the emulator's CA, keeping the hub's name for SNI and the Host header: give it to the
+   * official service SDK (docs/EMULATOR.md, "Pointing a backend at the emulator").
+   */
+  serviceAgent(): HttpsAgent;
   /** Closes listeners and every open socket; idempotent. */
   stop(): Promise<void>;
 }
@@ -200,6 +248,7 @@ class EmulatorImpl implements Emulator {
   readonly #timers = new Set<NodeJS.Timeout>();
   readonly #limits: DpsLimits;
   readonly #ctx: SessionContext;
+  readonly #broker: HubBroker;
   readonly #mqttServers: TcpServer[] = [];
   readonly #httpServers: (HttpServer | HttpsServer)[] = [];
   #sweeper: NodeJS.Timeout | undefined;
@@ -241,8 +290,10 @@ class EmulatorImpl implements Emulator {
       pollsPerDevice: new SlidingKeyLimit(limits.pollsPerDevicePer10s ?? 5, 10_000),
     };
     const now = options.now ?? Date.now;
+    this.#broker = new HubBroker(this.#service, this.#counters, this.#log, now, limits.twinOperationsPerSecond);
     this.#ctx = {
       service: this.#service,
+      broker: this.#broker,
       faults: this.#faults,
       log: this.#log,
       counters: this.#counters,
@@ -324,17 +375,19 @@ class EmulatorImpl implements Emulator {
       skewSeconds: this.#skewSeconds,
     });
     const https = createHttpsServer(tlsOptions, lookupHandler(this.#ctx, this.#limits.operations, serviceApi));
+    const hubService = createHttpsServer(tlsOptions, hubServiceHandler(this.#ctx, this.#broker));
     const adminRoutes = adminHandler(this);
     this.#closeAdmin = () => adminRoutes.close();
     const admin = createHttpServer(adminRoutes);
-    this.#httpServers.push(https, admin);
+    this.#httpServers.push(https, hubService, admin);
     try {
-      const [dpsTlsPort, dpsTcpPort, hubTlsPort, hubTcpPort, httpsPort, adminPort] = await Promise.all([
+      const [dpsTlsPort, dpsTcpPort, hubTlsPort, hubTcpPort, httpsPort, hubServicePort, adminPort] = await Promise.all([
         listenOn(dpsTls, host, options.dpsTlsPort ?? 0),
         listenOn(dpsTcp, host, options.dpsTcpPort ?? 0),
         listenOn(hubTls, host, options.hubTlsPort ?? 0),
         listenOn(hubTcp, host, options.hubTcpPort ?? 0),
         listenOn(https, host, options.httpsPort ?? 0),
+        listenOn(hubService, host, options.hubHttpsPort ?? 0),
         listenOn(admin, host, options.adminPort ?? 0),
       ]);
       const urlHost = host.includes(":") ? `[${host}]` : host;
@@ -342,6 +395,7 @@ class EmulatorImpl implements Emulator {
         dps: { host, tlsPort: dpsTlsPort, tcpPort: dpsTcpPort },
         hub: { host, tlsPort: hubTlsPort, tcpPort: hubTcpPort },
         https: { host, port: httpsPort },
+        hubService: { host, port: hubServicePort },
         admin: { url: `http://${urlHost}:${adminPort}`, port: adminPort },
       };
     } catch (error) {
@@ -386,10 +440,13 @@ class EmulatorImpl implements Emulator {
       this.#log.info("connection-cap-burst-ended", { refused: this.#refusedInBurst, maxConnections: this.#connectionLimits.maxConnections });
       this.#refusedInBurst = 0;
     }
-    if (++this.#sweeps % 40 === 0) this.#limits.pollsPerDevice.prune(this.#ctx.now());
+    if (++this.#sweeps % 40 === 0) {
+      this.#limits.pollsPerDevice.prune(this.#ctx.now());
+      this.#broker.sweep();
+    }
   }
 
-  serviceConnectionString(policyName: string = DEFAULT_SERVICE_POLICY): string {
+  dpsServiceConnectionString(policyName: string = DEFAULT_SERVICE_POLICY): string {
     const policy = this.serviceApi.policies.find((p) => p.name === policyName);
     if (!policy) throw new EmulatorError("NOT_FOUND", `no service policy ${policyName} (${this.serviceApi.policies.map((p) => p.name).join(", ")})`);
     return `HostName=${this.serviceApi.hostName};SharedAccessKeyName=${policy.name};SharedAccessKey=${policy.primaryKey}`;
@@ -472,7 +529,8 @@ class EmulatorImpl implements Emulator {
       dps: { ...c.dps },
       hub: { ...c.hub },
       https: { ...c.https },
-      service: { ...c.service },
+      dpsService: { ...c.dpsService },
+      hubService: { ...c.hubService },
       faults: { ...c.faults },
       connections: this.#sessions.size,
       registrations: c.assigned,
@@ -491,6 +549,59 @@ class EmulatorImpl implements Emulator {
     this.#service.clearTelemetry();
   }
 
+  sendC2D(deviceId: string, message: C2dRequest, hubHostName?: string): string {
+    const device = this.#broker.device(deviceId, hubHostName);
+    const id = this.#broker.sendC2d(device, message);
+    if (this.#log.enabled("debug")) this.#log.debug("c2d-queued", { deviceId, hub: device.hubHostName, messageId: id });
+    return id;
+  }
+  pendingC2D(deviceId: string, hubHostName?: string): Record<string, unknown>[] {
+    const device = this.#broker.device(deviceId, hubHostName);
+    this.#broker.dropExpired(device);
+    return device.c2d.map(c2dView);
+  }
+  purgeC2D(deviceId: string, hubHostName?: string): number {
+    const device = this.#broker.device(deviceId, hubHostName);
+    const n = device.c2d.length;
+    device.c2d = [];
+    return n;
+  }
+  invokeMethod(deviceId: string, params: MethodParams, hubHostName?: string): Promise<MethodResult> {
+    let device;
+    try {
+      device = this.#broker.device(deviceId, hubHostName);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return this.#broker.invoke(device, params);
+  }
+  twin(deviceId: string, hubHostName?: string): Record<string, unknown> {
+    const device = this.#broker.device(deviceId, hubHostName);
+    return serviceTwinDocument(device, this.#broker.isConnected(device), new Date(this.#ctx.now()).toISOString());
+  }
+  updateTwin(deviceId: string, patch: object, options: { etag?: string; replace?: boolean; hubHostName?: string } = {}): Record<string, unknown> {
+    const device = this.#broker.device(deviceId, options.hubHostName);
+    this.#broker.updateTwin(device, patch, options);
+    return this.twin(deviceId, device.hubHostName);
+  }
+  hubServiceConnectionString(hubHostName?: string, keyName = "iothubowner"): string {
+    const hubs = this.#service.hubsSummary();
+    const hub = hubHostName === undefined ? hubs[0] : hubs.find((h) => h.hostName.toLowerCase() === hubHostName.toLowerCase());
+    if (!hub) throw new EmulatorError("UNKNOWN_HUB", `no hub ${hubHostName}`);
+    const policy = hub.sharedAccessPolicies.find((p) => p.keyName === keyName);
+    if (!policy) throw new EmulatorError("NOT_FOUND", `hub ${hub.hostName} has no shared access policy ${keyName}`);
+    return `HostName=${hub.hostName};SharedAccessKeyName=${policy.keyName};SharedAccessKey=${policy.primaryKey}`;
+  }
+  serviceAgent(): HttpsAgent {
+    const { host, port } = this.endpoints.hubService;
+    const ca = this.caPem;
+    const agent = new HttpsAgent({ keepAlive: false, ca });
+    // The SDK asks for {hub}:443; the socket goes to the listener, SNI and Host keep the hub's name.
+    (agent as unknown as { createConnection: (o: ConnectionOptions & { host?: string }, cb?: () => void) => TLSSocket }).createConnection = (o) =>
+      tlsConnect({ ...o, host, port, ca, servername: o.servername ?? o.host });
+    return agent;
+  }
+
   stop(): Promise<void> {
     this.#stopping ??= this.#stop();
     return this.#stopping;
@@ -498,6 +609,7 @@ class EmulatorImpl implements Emulator {
 
   async #stop(): Promise<void> {
     this.#closeAdmin();
+    this.#broker.close();
     if (this.#sweeper) clearInterval(this.#sweeper);
     for (const timer of this.#timers) clearTimeout(timer);
     this.#timers.clear();

@@ -51,7 +51,9 @@ export class Counters {
   hub: Record<string, number> = {};
   https: Record<string, number> = {};
   /** DPS service API answers per status code. */
-  service: Record<string, number> = {};
+  dpsService: Record<string, number> = {};
+  /** The hubs' service REST API: answers per status code. */
+  hubService: Record<string, number> = {};
   faults: Record<string, number> = {};
   assigned = 0;
   throttled = 0;
@@ -65,7 +67,8 @@ export class Counters {
     this.dps = {};
     this.hub = {};
     this.https = {};
-    this.service = {};
+    this.dpsService = {};
+    this.hubService = {};
     this.faults = {};
     this.assigned = 0;
     this.throttled = 0;

@@ -16,6 +16,7 @@ import {
 import type { FaultRule, FaultStep } from "./config.js";
 import type { FaultBook, FaultSubject } from "./faults.js";
 import { PacketFrame, type ConnectionLimits } from "./limits.js";
+import type { HubBroker } from "./hub-broker.js";
 import { Counters, type Logger } from "./log.js";
 import type { ProvisioningService } from "./service.js";
 
@@ -27,6 +28,8 @@ export interface SessionContext {
   readonly counters: Counters;
   /** Packet sizes and deadlines (simulator/limits.ts). */
   readonly limits: ConnectionLimits;
+  /** The hub's cross-connection state: live sessions, pending methods, C2D, desired pushes. */
+  readonly broker: HubBroker;
   /** The clock for token expiry and rate limits (ms). */
   now(): number;
   /** Runs `fn` after `ms` unless the emulator stops first. */
@@ -82,6 +85,8 @@ export abstract class MqttSession {
   protected abstract onPublish(packet: IPublishPacket): void;
   protected abstract onSubscribe(packet: ISubscribePacket): void;
   protected onClosed(): void {}
+  /** A PUBACK from the client for one of our QoS 1 publishes. */
+  protected onPuback(_messageId: number): void {}
 
   #onData(chunk: Buffer): void {
     if (this.closed) return;
@@ -157,10 +162,11 @@ export abstract class MqttSession {
           this.close("client-disconnect", "debug");
           return;
         case "puback":
+          return this.onPuback(packet.messageId ?? 0);
         case "pubrec":
         case "pubrel":
         case "pubcomp":
-          return; // acknowledgements of our QoS 1 answers: nothing is retransmitted
+          return; // QoS 2 acknowledgements: the emulator never publishes at QoS 2
         case "connect":
           return this.protocolError("second CONNECT [MQTT-3.1.0-2]");
         default:
@@ -217,13 +223,15 @@ export abstract class MqttSession {
     this.write(generate({ cmd: "suback", messageId: messageId ?? 0, granted }));
   }
 
-  publish(topic: string, payload: string | Buffer, qos: 0 | 1): void {
+  /** Publishes; returns the packet id of a QoS 1 publish (0 for QoS 0). */
+  publish(topic: string, payload: string | Buffer, qos: 0 | 1): number {
     if (qos === 0) {
       this.write(generate({ cmd: "publish", topic, payload, qos: 0, retain: false, dup: false }));
-      return;
+      return 0;
     }
     this.#packetId = this.#packetId >= 65535 ? 1 : this.#packetId + 1;
     this.write(generate({ cmd: "publish", topic, payload, qos: 1, messageId: this.#packetId, retain: false, dup: false }));
+    return this.#packetId;
   }
 
   /** Closes the socket at once (no goodbye: MQTT 3.1.1 servers have none). Idempotent. */

@@ -2,10 +2,11 @@
 // values (registration id, parsed token, body, the time) and leave as answers (status, JSON body,
 // retry-after). The MQTT and HTTPS front ends only move bytes; everything a device can observe
 // about DPS's decisions is made here, which is what the unit tests drive directly.
-import { createHash } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import type { EmulatorConfig, GroupEnrollment, IndividualEnrollment, ReprovisionPolicy } from "./config.js";
 import { checkGroupEnrollment, checkIndividualEnrollment, checkMaxMessageBytes, HUB_MAX_MESSAGE_BYTES } from "./config.js";
 import { EmulatorError, errorBody, timestampUtc } from "./errors.js";
+import type { C2dMessage } from "./hub-features.js";
 import type { Random } from "./random.js";
 import { checkSasClaims, decodeKey, deriveDeviceKey, signatureMatches, type SasFailure, type SasToken } from "./sas.js";
 
@@ -69,7 +70,23 @@ export interface HubDevice {
   tags: Record<string, unknown>;
   desiredVersion: number;
   reportedVersion: number;
+  /** The twin's version (and etag): one more on every change of tags, desired or reported. */
+  twinVersion: number;
+  /** ISO time of the twin's last change. */
+  twinUpdated?: string;
+  /** ISO time of the device's last message or twin request. */
+  lastActivity?: string;
+  /** C2D messages not yet acknowledged, oldest first (at most C2D_QUEUE_LIMIT). */
+  c2d: C2dMessage[];
   connections: number;
+}
+
+/** A shared access policy of a hub's service API, keys decoded. */
+export interface HubPolicy {
+  keyName: string;
+  primaryKey: string;
+  secondaryKey?: string;
+  keys: Buffer[];
 }
 
 export interface HubState {
@@ -79,6 +96,8 @@ export interface HubState {
   /** Largest telemetry body accepted; a larger one closes the connection. */
   maxMessageBytes: number;
   devices: Map<string, HubDevice>;
+  /** Service API policies by key name. */
+  policies: Map<string, HubPolicy>;
 }
 
 interface Operation {
@@ -154,6 +173,7 @@ export class ProvisioningService {
         available: true,
         maxMessageBytes: hub.maxMessageBytes ?? HUB_MAX_MESSAGE_BYTES,
         devices: new Map(),
+        policies: policiesOf(hub.sharedAccessPolicies),
       });
     }
     for (const e of config.enrollments?.individual ?? []) this.addIndividualEnrollment(e);
@@ -468,9 +488,14 @@ export class ProvisioningService {
     if (substatus === "initialAssignment" || substatus === "deviceDataReset") {
       applyInitialTwin(device, enrollment.initialTwin);
     } else if (substatus === "deviceDataMigrated" && previousDevice && previousDevice !== device) {
-      device.desired = { ...previousDevice.desired };
-      device.reported = { ...previousDevice.reported };
-      device.tags = { ...previousDevice.tags };
+      device.desired = structuredClone(previousDevice.desired);
+      device.reported = structuredClone(previousDevice.reported);
+      device.tags = structuredClone(previousDevice.tags);
+      // The versions move too: a device that compares $version must not see them go back.
+      device.desiredVersion = Math.max(device.desiredVersion, previousDevice.desiredVersion);
+      device.reportedVersion = Math.max(device.reportedVersion, previousDevice.reportedVersion);
+      device.twinVersion = Math.max(device.twinVersion, previousDevice.twinVersion) + 1;
+      device.twinUpdated = timestampUtc(nowMs);
     }
     // DPS removes the device from the hub it leaves ("device data was removed from the previously assigned IoT hub").
     if (previousDevice && previousDevice !== device && policy !== "neverReprovision") {
@@ -520,6 +545,8 @@ export class ProvisioningService {
         tags: {},
         desiredVersion: 1,
         reportedVersion: 1,
+        twinVersion: 1,
+        c2d: [],
         connections: 0,
       };
       hub.devices.set(deviceId, device);
@@ -563,14 +590,32 @@ export class ProvisioningService {
     return [...this.#hubs.values()].map((h) => h.hostName);
   }
 
-  hubsSummary(): { hostName: string; allocationWeight: number; available: boolean; maxMessageBytes: number; devices: number }[] {
-    return [...this.#hubs.values()].map((h) => ({
-      hostName: h.hostName,
-      allocationWeight: h.weight,
-      available: h.available,
-      maxMessageBytes: h.maxMessageBytes,
-      devices: h.devices.size,
-    }));
+  /**
+   * Hubs with their settings, and the service API's shared access policies with their keys (for a
+   * backend's connection string: this is the emulator's loopback admin view, as the portal shows them).
+   */
+  hubsSummary(): {
+    hostName: string;
+    allocationWeight: number;
+    available: boolean;
+    maxMessageBytes: number;
+    devices: number;
+    sharedAccessPolicies: { keyName: string; primaryKey: string; secondaryKey?: string }[];
+    serviceConnectionString: string;
+  }[] {
+    return [...this.#hubs.values()].map((h) => {
+      const policies = [...h.policies.values()].map((p) => ({ keyName: p.keyName, primaryKey: p.primaryKey, secondaryKey: p.secondaryKey }));
+      const first = policies.find((p) => p.keyName === "iothubowner") ?? policies[0];
+      return {
+        hostName: h.hostName,
+        allocationWeight: h.weight,
+        available: h.available,
+        maxMessageBytes: h.maxMessageBytes,
+        devices: h.devices.size,
+        sharedAccessPolicies: policies,
+        serviceConnectionString: `HostName=${h.hostName};SharedAccessKeyName=${first.keyName};SharedAccessKey=${first.primaryKey}`,
+      };
+    });
   }
 
   /** Throws EmulatorError(UNKNOWN_HUB). */
@@ -617,6 +662,11 @@ export class ProvisioningService {
     if (devices.length === 0) throw new EmulatorError("NOT_FOUND", `no device ${deviceId}${hubHostName ? ` on ${hubHostName}` : ""}`);
     for (const d of devices) this.#hubs.get(d.hubHostName.toLowerCase())?.devices.delete(d.deviceId);
     return devices;
+  }
+
+  /** Devices with C2D messages waiting. */
+  *devicesWithC2d(): Iterable<HubDevice> {
+    for (const hub of this.#hubs.values()) for (const d of hub.devices.values()) if (d.c2d.length > 0) yield d;
   }
 
   devices(): { deviceId: string; hubHostName: string; registrationId: string; groupId?: string; enabled: boolean; connections: number }[] {
@@ -688,4 +738,17 @@ function applyInitialTwin(device: HubDevice, twin: object | undefined): void {
   device.reported = {};
   device.desiredVersion++;
   device.reportedVersion++;
+  device.twinVersion++;
+}
+
+/** A hub's policies from its config; without any, `iothubowner` with a fresh random key. */
+function policiesOf(configured: { keyName: string; primaryKey: string; secondaryKey?: string }[] | undefined): Map<string, HubPolicy> {
+  const list = configured ?? [{ keyName: "iothubowner", primaryKey: randomBytes(32).toString("base64") }];
+  const out = new Map<string, HubPolicy>();
+  for (const p of list) {
+    const keys = [decodeKey(p.primaryKey, "primaryKey")];
+    if (p.secondaryKey !== undefined) keys.push(decodeKey(p.secondaryKey, "secondaryKey"));
+    out.set(p.keyName, { keyName: p.keyName, primaryKey: p.primaryKey, secondaryKey: p.secondaryKey, keys });
+  }
+  return out;
 }

@@ -109,6 +109,7 @@ export type HubRequest =
   | { kind: "telemetry"; deviceId: string }
   | { kind: "twin-get"; rid: string | undefined }
   | { kind: "twin-patch-reported"; rid: string | undefined }
+  | { kind: "method-response"; status: number; rid: string | undefined }
   | { kind: "unknown" };
 
 /**
@@ -116,6 +117,7 @@ export type HubRequest =
  *   devices/device-1/messages/events/a=1&b=2    telemetry with properties
  *   $iothub/twin/GET/?$rid=7                    twin read
  *   $iothub/twin/PATCH/properties/reported/?$rid=8
+ *   $iothub/methods/res/200/?$rid=1             a direct method's answer
  */
 export function parseHubTopic(topic: string): HubRequest {
   if (topic.startsWith("devices/")) {
@@ -126,6 +128,12 @@ export function parseHubTopic(topic: string): HubRequest {
   if (topic.startsWith("$iothub/twin/GET/?")) return { kind: "twin-get", rid: parseQuery(topic.slice(18)).get("$rid") };
   if (topic.startsWith("$iothub/twin/PATCH/properties/reported/?")) {
     return { kind: "twin-patch-reported", rid: parseQuery(topic.slice(40)).get("$rid") };
+  }
+  if (topic.startsWith("$iothub/methods/res/")) {
+    const slash = topic.indexOf("/", 20);
+    const status = topic.slice(20, slash < 0 ? undefined : slash);
+    if (slash < 0 || !/^\d{1,3}$/.test(status) || topic[slash + 1] !== "?") return { kind: "unknown" };
+    return { kind: "method-response", status: Number(status), rid: parseQuery(topic.slice(slash + 2)).get("$rid") };
   }
   return { kind: "unknown" };
 }

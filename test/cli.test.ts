@@ -187,7 +187,7 @@ test("dps-emulator: an error after the options are checked (a port in use) is on
   const taken = (busy.address() as { port: number }).port;
   const stateDir = mkdtempSync(join(tmpdir(), "cli-test-"));
   t.teardown(() => rmSync(stateDir, { recursive: true, force: true }));
-  const ports = ["--dps-port", "0", "--dps-tcp-port", "0", "--hub-port", "0", "--hub-tcp-port", "0", "--https-port", "0"];
+  const ports = ["--dps-port", "0", "--dps-tcp-port", "0", "--hub-port", "0", "--hub-tcp-port", "0", "--https-port", "0", "--hub-https-port", "0"];
   const r = await run("dps-emulator", ["--state-dir", stateDir, "--log-level", "error", ...ports, "--admin-port", String(taken)]);
   finished(t, r, 1);
   t.regex(r.stderr, new RegExp(`^dps-emulator: cannot start: .*EADDRINUSE.*${taken}\\n$`));

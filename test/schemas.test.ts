@@ -146,7 +146,7 @@ const scenarioWithEverything: Required<Scenario> = {
     hubs: 2,
     retryAfterSeconds: 1,
     assignAfterPolls: 1,
-    limits: { registrationsPerMinute: 1, operationsPerMinute: 1, pollsPerDevicePer10s: 1 } satisfies Required<NonNullable<EmulatorConfig["limits"]>>,
+    limits: { registrationsPerMinute: 1, operationsPerMinute: 1, pollsPerDevicePer10s: 1, twinOperationsPerSecond: 1 } satisfies Required<NonNullable<EmulatorConfig["limits"]>>,
     faults: [{ ...fault, step: "register", connack: undefined, malformed: undefined }, { ...fault, malformed: undefined }],
     disabledFraction: 0,
   } satisfies Required<NonNullable<Scenario["emulator"]>>,
@@ -163,7 +163,7 @@ test("agreement: a scenario with every key the code's types declare validates an
 });
 
 test("agreement: an emulator config with every key the code's types declare validates and passes checkConfig", (t) => {
-  const hub: Required<HubConfig> = { hostName: "hub-1.azure-devices.localhost", allocationWeight: 1, maxMessageBytes: 1024 };
+  const hub: Required<HubConfig> = { hostName: "hub-1.azure-devices.localhost", allocationWeight: 1, maxMessageBytes: 1024, sharedAccessPolicies: [{ keyName: "iothubowner", primaryKey: KEY, secondaryKey: KEY }] };
   const twin = { tags: { a: 1 }, properties: { desired: { b: 2 } } };
   const individual: Required<IndividualEnrollment> = {
     registrationId: "d1",
@@ -185,8 +185,8 @@ test("agreement: an emulator config with every key the code's types declare vali
     assignAfterPolls: 0,
     retryAfterSeconds: 0,
     enrollments: { individual: [individual], groups: [group] },
-    limits: { registrationsPerMinute: 1, operationsPerMinute: 1, pollsPerDevicePer10s: 1 },
-    faults: [{ ...fault, malformed: undefined }, { ...fault, step: "lookup", connack: undefined }],
+    limits: { registrationsPerMinute: 1, operationsPerMinute: 1, pollsPerDevicePer10s: 1, twinOperationsPerSecond: 1 },
+    faults: [{ ...fault, malformed: undefined }, { ...fault, step: "lookup", connack: undefined }, { ...fault, step: "twin-patch", connack: undefined, malformed: undefined }],
     reprovisionPolicy: "reprovisionAndMigrate",
     unknownRegistrationStatus: 401,
     telemetryLimit: 0,

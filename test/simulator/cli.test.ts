@@ -53,7 +53,7 @@ test("cli: starts from a config file with --fault rules, prints its endpoints, s
   t.teardown(() => rmSync(stateDir, { recursive: true, force: true }));
   const config = join(stateDir, "config.json");
   writeFileSync(config, JSON.stringify({ idScope: "0ne00000cli", hubs: [{ hostName: "hub-1.azure-devices.localhost" }], retryAfterSeconds: 0, enrollments: { individual: [{ registrationId: "cli-dev", primaryKey: keyFor("cli-dev") }] } }));
-  const ports = ["--dps-port", "0", "--dps-tcp-port", "0", "--hub-port", "0", "--hub-tcp-port", "0", "--https-port", "0", "--admin-port", "0"];
+  const ports = ["--dps-port", "0", "--dps-tcp-port", "0", "--hub-port", "0", "--hub-tcp-port", "0", "--https-port", "0", "--hub-https-port", "0", "--admin-port", "0"];
   const started = await run(["--config", config, "--state-dir", stateDir, "--seed", "5", "--log-level", "warn", ...ports, "--max-connections", "50", "--packet-timeout-ms", "5000", "--max-idle-ms", "60000", "--fault", '{"step":"register","registrationId":"cli-dev","status":500,"times":1}']);
   t.teardown(() => {
     if (started.child.exitCode === null) started.child.kill("SIGKILL");
@@ -120,7 +120,7 @@ test("cli: a bad option, a stray word or a bad fault rule exits 2 with the messa
 test("cli: the shipped example config is valid", async (t) => {
   const stateDir = tempStateDir();
   t.teardown(() => rmSync(stateDir, { recursive: true, force: true }));
-  const ports = ["--dps-port", "0", "--dps-tcp-port", "0", "--hub-port", "0", "--hub-tcp-port", "0", "--https-port", "0", "--admin-port", "0"];
+  const ports = ["--dps-port", "0", "--dps-tcp-port", "0", "--hub-port", "0", "--hub-tcp-port", "0", "--https-port", "0", "--hub-https-port", "0", "--admin-port", "0"];
   const started = await run(["--config", EXAMPLE, "--state-dir", stateDir, "--log-level", "error", ...ports]);
   t.teardown(() => {
     if (started.child.exitCode === null) started.child.kill("SIGKILL");

@@ -88,11 +88,11 @@ test.serial("service api: the admin API shows the host name, the default policy 
   t.is(json.port, em.endpoints.https.port);
   t.is(json.policies[0].name, "provisioningserviceowner");
   t.is(Buffer.from(json.policies[0].primaryKey, "base64").length, 32);
-  t.is(json.policies[0].connectionString, em.serviceConnectionString());
+  t.is(json.policies[0].connectionString, em.dpsServiceConnectionString());
 });
 
 test.serial("service api: the official SDK creates, gets, updates with the etag and deletes an individual enrollment; stale etag 412, duplicate create 409", async (t) => {
-  const client = serviceClient(em.serviceConnectionString());
+  const client = serviceClient(em.dpsServiceConnectionString());
   const created = (await client.createOrUpdateIndividualEnrollment({
     registrationId: "api-device-1",
     deviceId: "api-boiler-1",
@@ -138,7 +138,7 @@ test.serial("service api: the official SDK creates, gets, updates with the etag 
 });
 
 test.serial("service api: the official SDK creates, updates and deletes an enrollment group; stale etag 412, duplicate 409", async (t) => {
-  const client = serviceClient(em.serviceConnectionString());
+  const client = serviceClient(em.dpsServiceConnectionString());
   const key = keyFor("api-group");
   const created = (await client.createOrUpdateEnrollmentGroup({
     enrollmentGroupId: "api-group",
@@ -171,7 +171,7 @@ test.serial("service api: the official SDK creates, updates and deletes an enrol
 });
 
 test.serial("service api: a device provisions with the individual enrollment and generated key the SDK created (either key)", async (t) => {
-  const client = serviceClient(em.serviceConnectionString());
+  const client = serviceClient(em.dpsServiceConnectionString());
   const created = (await client.createOrUpdateIndividualEnrollment({
     registrationId: "api-device-2",
     deviceId: "api-sensor-2",
@@ -301,5 +301,5 @@ test.serial("service api: the device-side status lookup on the same port still a
   t.is(res.status, 401);
   t.is(res.json.errorCode, 401002);
   t.true((em.counters().https["401"] ?? 0) >= 1, "counted as a lookup answer");
-  t.true((em.counters().service["200"] ?? 0) >= 1, "the service API has its own counters");
+  t.true((em.counters().dpsService["200"] ?? 0) >= 1, "the service API has its own counters");
 });
