@@ -22,7 +22,9 @@ import type { Emulator } from "./index.js";
 
 const MAX_BODY_BYTES = 1024 * 1024;
 
-type Handler = (ctx: { params: string[]; query: URLSearchParams; body: unknown }) => { status: number; body?: unknown };
+type Reply = { status: number; body?: unknown };
+/** A route's answer, or a promise of it (a direct method waits for the device). */
+type Handler = (ctx: { params: string[]; query: URLSearchParams; body: unknown }) => Reply | Promise<Reply>;
 /** The admin API's request handler, and `close()` for the emulator to call as it stops. */
 export interface AdminHandler {
   (req: IncomingMessage, res: ServerResponse): void;
@@ -140,6 +142,11 @@ export function adminHandler(emulator: Emulator & { resetCounters(): void; clear
     const messageId = emulator.sendC2D(params[0], message, query.get("hub") ?? undefined);
     return { status: 201, body: { messageId } };
   });
+  add("POST", "/devices/:id/methods", 'invoke a direct method: body {"methodName", "payload", "responseTimeoutInSeconds" (5..300, default 30), "connectTimeoutInSeconds"}; answers {status, payload}; 404 offline, 504 no answer; ?hub=host', ({ params, query, body }) => {
+    const b = body as Record<string, unknown> | null;
+    if (b === null || typeof b !== "object" || Array.isArray(b)) throw new EmulatorError("INVALID_ARGUMENT", 'body must be {"methodName": ..., "payload": ...}');
+    return emulator.invokeMethod(params[0], b as unknown as Parameters<Emulator["invokeMethod"]>[1], query.get("hub") ?? undefined).then((r) => ({ status: 200, body: r }));
+  });
   add("GET", "/devices/:id/messages", "C2D messages waiting for the device's PUBACK; ?hub=host", ({ params, query }) => ({ status: 200, body: emulator.pendingC2D(params[0], query.get("hub") ?? undefined) }));
   add("DELETE", "/devices/:id/messages", "forget the device's waiting C2D messages; ?hub=host", ({ params, query }) => ({ status: 200, body: { purged: emulator.purgeC2D(params[0], query.get("hub") ?? undefined) } }));
   add("GET", "/devices/:id/twin", "the device twin as the service API returns it; ?hub=host", ({ params, query }) => ({ status: 200, body: emulator.twin(params[0], query.get("hub") ?? undefined) }));
@@ -240,16 +247,24 @@ export function adminHandler(emulator: Emulator & { resetCounters(): void; clear
           // A device id may hold '%': it must be sent as %25 (and ? # as %3F %23).
           return reply(400, { error: { code: "INVALID_PATH", message: `${url.pathname} has a broken %-escape; encode the id with encodeURIComponent` } });
         }
-        const result = route.handler({ params, query: url.searchParams, body });
-        reply(result.status, result.body);
+        const failed = (error: unknown): void => {
+          if (error instanceof HubServiceError) {
+            return reply(error.status, { error: { code: error.code, errorCode: error.errorCode, message: error.message } });
+          }
+          if (error instanceof EmulatorError) {
+            const status = error.code === "NOT_FOUND" || error.code === "UNKNOWN_HUB" ? 404 : 400;
+            return reply(status, { error: { code: error.code, message: error.message } });
+          }
+          reply(500, { error: { code: "INTERNAL", message: (error as Error).message } });
+        };
+        try {
+          const result = route.handler({ params, query: url.searchParams, body });
+          if (result instanceof Promise) result.then((r) => reply(r.status, r.body), failed);
+          else reply(result.status, result.body);
+        } catch (error) {
+          failed(error);
+        }
       } catch (error) {
-        if (error instanceof HubServiceError) {
-          return reply(error.status, { error: { code: error.code, errorCode: error.errorCode, message: error.message } });
-        }
-        if (error instanceof EmulatorError) {
-          const status = error.code === "NOT_FOUND" || error.code === "UNKNOWN_HUB" ? 404 : 400;
-          return reply(status, { error: { code: error.code, message: error.message } });
-        }
         reply(500, { error: { code: "INTERNAL", message: (error as Error).message } });
       }
     });

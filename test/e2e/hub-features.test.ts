@@ -78,6 +78,13 @@ test("e2e methods, official service SDK: invokeDeviceMethod gets the device's an
   const slow = (await client.invokeDeviceMethod("e2e-methods", { methodName: "slow", payload: null, responseTimeoutInSeconds: 10 })) as { result: { status: number } };
   t.is(slow.result.status, 504, "the device answers for a handler that does not, before the hub gives up");
   t.truthy(d.events.find((e) => e.source === "method" && e.name === "blink" && e.state === "answered" && e.status === 200));
+  // The same through the admin API, as a person at a terminal would (curl).
+  const admin = world.emulator.endpoints.admin.url;
+  const viaAdmin = await fetch(`${admin}/devices/e2e-methods/methods`, { method: "POST", body: JSON.stringify({ methodName: "blink", payload: { times: 1 }, responseTimeoutInSeconds: 5 }) });
+  t.is(viaAdmin.status, 200);
+  t.deepEqual(await viaAdmin.json(), { status: 200, payload: { blinked: 1 } });
+  const offline = await fetch(`${admin}/devices/nobody-here/methods`, { method: "POST", body: JSON.stringify({ methodName: "blink", responseTimeoutInSeconds: 5 }) });
+  t.is(offline.status, 404);
 });
 
 test("e2e twin, official service SDK: a desired patch reaches the device, which acknowledges it (value, ac, av); a stale etag is 412", async (t) => {
