@@ -84,6 +84,20 @@ for (const platform of ["esp32", "lin"]) {
     const { missing, files } = reachable(join(root, "examples", "minimal", "main"), map);
     t.deepEqual(missing, []);
     t.true(files.some((f) => basename(f) === "tls-guard"), "the TLS guard comes with the MQTT adapter");
+    t.false(files.some((f) => ["c2d", "methods", "twin", "hub-features"].includes(basename(f))), "no hub feature unless included");
+  });
+
+  test(`manifests (${platform}): examples/hub-features builds from the host manifest and one manifest per feature; the core manifest alone lacks them`, (t) => {
+    const map = moduleMap(join(root, "examples", "hub-features", "manifest.json"), platform);
+    const { missing, files } = reachable(join(root, "examples", "hub-features", "main"), map);
+    t.deepEqual(missing, []);
+    for (const f of ["c2d", "methods", "twin", "hub-features"]) t.true(files.some((x) => basename(x) === f), f);
+    const core = moduleMap(join(root, "hosts", "moddable", "manifest.json"), platform);
+    t.deepEqual(reachable(join(root, "examples", "hub-features", "main"), core).missing.sort(), [
+      'examples/hub-features/main.ts imports "dps-runtime/modules/c2d"',
+      'examples/hub-features/main.ts imports "dps-runtime/modules/methods"',
+      'examples/hub-features/main.ts imports "dps-runtime/modules/twin"',
+    ]);
   });
 }
 
