@@ -12,7 +12,7 @@ import { DirectMethods, type MethodResult } from "../../modules/methods.js";
 import { DeviceTwin } from "../../modules/twin.js";
 import { retryPolicy, type RetryPolicyOverrides } from "../../modules/retry-policy.js";
 import { T0 } from "../support/transcript.js";
-import { hubConfig } from "./hub.js";
+import { checkHubTranscript, hubConfig } from "./hub.js";
 
 export interface Features {
   readonly list: HubFeature[];
@@ -144,17 +144,7 @@ function describe(c: HubCommand): string {
 }
 
 export function checkFeatureTranscript(t: FeatureTranscript, log: string[]): string[] {
-  const problems: string[] = [];
-  const text = log.join("\n");
-  let from = 0;
-  for (const needle of t.expectInOrder) {
-    const i = text.indexOf(needle, from);
-    if (i < 0) problems.push(`expected "${needle}" after offset ${from} in:\n${text}`);
-    else from = i + needle.length;
-  }
-  for (const needle of t.expectNever ?? []) if (text.includes(needle)) problems.push(`"${needle}" must not appear in:\n${text}`);
-  if (!(log[log.length - 1] ?? "").startsWith(t.last)) problems.push(`last line should start with "${t.last}":\n${text}`);
-  return problems;
+  return checkHubTranscript(t, log);
 }
 
 // ---- the features, with handlers that log what they get

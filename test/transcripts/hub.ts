@@ -300,7 +300,8 @@ export const hubTranscripts: HubTranscript[] = [
   },
 ];
 
-export function checkHubTranscript(t: HubTranscript, log: string[]): string[] {
+/** Checks a log against a transcript's expectations (the feature transcripts use it too). */
+export function checkHubTranscript(t: Pick<HubTranscript, "expectInOrder" | "expectNever" | "last">, log: string[]): string[] {
   const problems: string[] = [];
   const text = log.join("\n");
   let from = 0;
