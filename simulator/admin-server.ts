@@ -12,6 +12,7 @@
 import { readFile } from "node:fs/promises";
 import { existsSync } from "node:fs";
 import type { IncomingMessage, ServerResponse } from "node:http";
+import { readBody } from "./http-body.js";
 import { createRequire } from "node:module";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -204,14 +205,7 @@ export function adminHandler(emulator: Emulator & { resetCounters(): void; clear
       req.resume();
       return;
     }
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on("data", (chunk: Buffer) => {
-      size += chunk.length;
-      if (size <= MAX_BODY_BYTES) chunks.push(chunk);
-    });
-    req.on("error", () => res.destroy());
-    req.on("end", () => {
+    readBody(req, res, MAX_BODY_BYTES, (text) => {
       const url = new URL(req.url ?? "/", "http://admin.invalid");
       const reply = (status: number, body?: unknown): void => {
         const text = body === undefined ? "" : JSON.stringify(body, null, 2);
@@ -223,7 +217,7 @@ export function adminHandler(emulator: Emulator & { resetCounters(): void; clear
       if (req.method !== "GET" && req.method !== "HEAD" && crossSite(req)) {
         return reply(403, { error: { code: "CROSS_SITE", message: `requests from ${String(req.headers.origin)} may not change the emulator; use its own dashboard, curl or the API` } });
       }
-      if (size > MAX_BODY_BYTES) return reply(413, { error: { code: "TOO_LARGE", message: `body over ${MAX_BODY_BYTES} bytes` } });
+      if (text === undefined) return reply(413, { error: { code: "TOO_LARGE", message: `body over ${MAX_BODY_BYTES} bytes` } });
       const candidates = routes.filter((r) => r.pattern.test(url.pathname));
       const route = candidates.find((r) => r.method === req.method);
       if (!route) {
@@ -231,7 +225,6 @@ export function adminHandler(emulator: Emulator & { resetCounters(): void; clear
         return reply(404, { error: { code: "NO_ROUTE", message: `no route ${url.pathname}; GET / lists them` } });
       }
       let body: unknown;
-      const text = Buffer.concat(chunks).toString("utf8");
       if (text.length > 0) {
         try {
           body = JSON.parse(text);

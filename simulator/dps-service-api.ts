@@ -23,6 +23,7 @@
 // API is visible here. Errors are DPS's error body with `x-ms-error-code`.
 import { randomBytes } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
+import { readBody } from "./http-body.js";
 import type { GroupEnrollment, IndividualEnrollment, ReprovisionPolicy } from "./config.js";
 import { checkDeviceId, checkRegistrationId } from "./config.js";
 import { describeStatus } from "./errors.js";
@@ -67,26 +68,18 @@ class BadRequest extends Error {
 /** Serves one request; never throws (an internal error is a 500 answer and a log line). */
 export function serviceApiHandler(ctx: ServiceApiContext): (req: IncomingMessage, res: ServerResponse) => void {
   return (req, res) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on("data", (chunk: Buffer) => {
-      size += chunk.length;
-      if (size <= SERVICE_API_MAX_BODY_BYTES) chunks.push(chunk);
-      else if (size > DRAIN_LIMIT) req.destroy();
-    });
-    req.on("error", () => res.destroy());
-    req.on("end", () => {
+    readBody(req, res, SERVICE_API_MAX_BODY_BYTES, (body) => {
       let answer: Answer;
       try {
-        answer = size > SERVICE_API_MAX_BODY_BYTES
+        answer = body === undefined
           ? ctx.service.error(413, ctx.now(), "body-too-large", 413001, `The request body is larger than ${SERVICE_API_MAX_BODY_BYTES} bytes.`)
-          : route(ctx, req, Buffer.concat(chunks).toString("utf8"));
+          : route(ctx, req, body);
       } catch (error) {
         ctx.log.error("internal-error", { endpoint: "service-api", message: (error as Error).message });
         answer = ctx.service.error(500, ctx.now(), "internal-error");
       }
       send(ctx, req, res, answer);
-    });
+    }, DRAIN_LIMIT);
   };
 }
 

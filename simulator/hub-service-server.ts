@@ -13,6 +13,7 @@
 //   401 {"Message":"ErrorCode:IotHubUnauthorizedAccess;Unauthorized","ExceptionMessage":"Tracking ID:...-TimeStamp:..."}
 //   404 {"Message":"{\"errorCode\":404103,\"trackingId\":\"...\",\"message\":\"Timed out waiting for device to connect.\",\"info\":{\"timeout\":\"00:00:00\"},\"timestampUtc\":\"...\"}","ExceptionMessage":""}
 import type { IncomingMessage, ServerResponse } from "node:http";
+import { readBody } from "./http-body.js";
 import { HubServiceError, timestampUtc } from "./errors.js";
 import type { HubBroker, MethodParams } from "./hub-broker.js";
 import { serviceTwinDocument, twinEtag } from "./hub-features.js";
@@ -35,18 +36,11 @@ interface Reply {
 
 export function hubServiceHandler(ctx: SessionContext, broker: HubBroker): (req: IncomingMessage, res: ServerResponse) => void {
   return (req, res) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on("data", (chunk: Buffer) => {
-      size += chunk.length;
-      if (size <= MAX_BODY_BYTES) chunks.push(chunk);
-    });
-    req.on("error", () => res.destroy());
-    req.on("end", () => {
+    readBody(req, res, MAX_BODY_BYTES, (body) => {
       const done = (reply: Reply): void => send(ctx, res, reply);
       try {
-        if (size > MAX_BODY_BYTES) return done(legacyError(ctx, 413, "MessageTooLarge", `the body is over ${MAX_BODY_BYTES} bytes`));
-        const result = handle(ctx, broker, req, Buffer.concat(chunks).toString("utf8"));
+        if (body === undefined) return done(legacyError(ctx, 413, "MessageTooLarge", `the body is over ${MAX_BODY_BYTES} bytes`));
+        const result = handle(ctx, broker, req, body);
         if (result instanceof Promise) result.then(done, (error: Error) => done(errorReply(ctx, error)));
         else done(result);
       } catch (error) {

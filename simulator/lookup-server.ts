@@ -9,6 +9,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { FaultRule } from "./config.js";
 import { describeStatus } from "./errors.js";
+import { readBody } from "./http-body.js";
 import { Counters } from "./log.js";
 import { describeRule, type SessionContext } from "./mqtt-session.js";
 import { malform } from "./dps-session.js";
@@ -33,18 +34,9 @@ export function lookupHandler(
 ): (req: IncomingMessage, res: ServerResponse) => void {
   return (req, res) => {
     if (serviceApi && isServiceApiPath(req.url ?? "/")) return serviceApi(req, res);
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let tooLarge = false;
-    req.on("data", (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > MAX_BODY_BYTES) tooLarge = true;
-      else chunks.push(chunk);
-    });
-    req.on("error", () => res.destroy());
-    req.on("end", () => {
+    readBody(req, res, MAX_BODY_BYTES, (body) => {
       try {
-        handle(ctx, operations, req, res, tooLarge ? undefined : Buffer.concat(chunks).toString("utf8"));
+        handle(ctx, operations, req, res, body);
       } catch (error) {
         ctx.log.error("internal-error", { endpoint: "https", message: (error as Error).message });
         if (!res.headersSent) send(ctx, res, ctx.service.error(500, ctx.now(), "internal-error"));
