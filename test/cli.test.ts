@@ -122,6 +122,7 @@ const usageErrors: ReadonlyArray<readonly [Command, readonly string[], RegExp]> 
   ["dps-device", ["--id-scope", "0ne00000001", "--key", "abc"], /^dps-device: the key \(DPS_KEY or --key\) is not valid base64/],
   ["dps-device", ["--id-scope", "0ne00000001", "--key", "a2V5a2V5a2V5a2V5a2V5a2V5", "--ca", "/nonexistent/ca.pem"], /^dps-device: --ca: cannot read \/nonexistent\/ca\.pem \(ENOENT\)\n/],
   ["dps-device", ["--emulator", "--payload", "{"], /^dps-device: --payload is not JSON/],
+  ["dps-device", ["--emulator", "--count", "2", "--hub-features"], /^dps-device: --hub-features is for one device \(leave out --count\)\n/],
   ["dps-fleet", ["--bogus"], /^dps-fleet: unknown option --bogus\n/],
   ["dps-fleet", ["stray"], /^dps-fleet: unexpected argument "stray"/],
   ["dps-fleet", [], /^dps-fleet: --scenario FILE is required\n/],
@@ -238,6 +239,27 @@ test("dps-device: an emulator started on its own, its hub name under .localhost 
   t.regex(r.stdout, /\[cli-apart-001\] 2 message\(s\) acknowledged\n/);
   t.is(e.telemetry("cli-apart-001").length, 2);
   t.is(r.stderr, "");
+});
+
+test("dps-device --hub-features: answers a method, acknowledges a desired property, prints a C2D message, and stays until --timeout (exit 0)", async (t) => {
+  const e = await emulator();
+  const key = enroll(e, "cli-features-001");
+  const running = run("dps-device", [...deviceArgs(e, "cli-features-001"), "--ca", e.caPath, "--hub-features", "--messages", "1", "--timeout", "8000"], { env: { DPS_KEY: key }, timeoutMs: 30_000 });
+  let answer: { status: number; payload: unknown } | undefined;
+  for (let i = 0; i < 100 && !answer; i++) {
+    answer = await e.invokeMethod("cli-features-001", { methodName: "echo", payload: { hello: 1 }, responseTimeoutInSeconds: 5 }).catch(() => undefined);
+    if (!answer) await new Promise((r) => setTimeout(r, 100));
+  }
+  t.deepEqual(answer, { status: 200, payload: { hello: 1 } });
+  e.updateTwin("cli-features-001", { properties: { desired: { interval: 30 } } });
+  e.sendC2D("cli-features-001", { body: "led on", properties: { color: "red" }, messageId: "cli-m1" });
+  const r = await running;
+  finished(t, r, 0);
+  t.regex(r.stdout, /\[cli-features-001\] method answered name echo rid \d+ status 200\n/);
+  t.regex(r.stdout, /\[cli-features-001\] desired version \d+: \{"interval":30\}\n/);
+  t.regex(r.stdout, /\[cli-features-001\] cloud-to-device cli-m1: led on \{"color":"red"\}\n/);
+  t.regex(r.stdout, /stopping after 8 s \(--timeout\)\n$/);
+  t.like((e.twin("cli-features-001") as { properties: { reported: Record<string, unknown> } }).properties.reported, { interval: { value: 30, ac: 200 } });
 });
 
 test("dps-device: without the emulator's CA, the fault says certificate verification failed and the hint says to pass --ca", async (t) => {

@@ -14,6 +14,10 @@
  * Keys are read from DPS_KEY / DPS_GROUP_KEY (or --key / --group-key, which a process list shows).
  * Every option is checked before anything starts; see args.ts for the exit codes.
  */
+import { CloudMessages } from "../../modules/c2d.js";
+import type { HubFeature } from "../../modules/hub-session.js";
+import { DirectMethods } from "../../modules/methods.js";
+import { DeviceTwin } from "../../modules/twin.js";
 import { randomBytes } from "node:crypto";
 import { mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -58,6 +62,10 @@ const command = {
     seed: { type: "string", value: "N", help: "seed of the jitter (fleets) and of the emulator" },
     timeout: { type: "string", value: "MS", help: "give up after MS (default 120000)" },
     quiet: { type: "boolean", help: "fleets: only the progress line and the summary" },
+    "hub-features": {
+      type: "boolean",
+      help: "one device: answer direct methods (echo, blink, reprovision), acknowledge every desired\nproperty, print cloud-to-device messages; it stays connected until --timeout (or Ctrl-C)",
+    },
   },
   footer:
     "Exit status: 0 connected and every message acknowledged, 1 failed or timed out, 2 usage error.\n" +
@@ -90,6 +98,7 @@ interface Settings {
   readonly caPem?: string;
   readonly flash?: string;
   readonly quiet: boolean;
+  readonly hubFeatures: boolean;
 }
 
 /** Every option checked, the CA file read and the device configuration checked, before any I/O. */
@@ -118,7 +127,9 @@ function settingsOf(v: Values): Settings {
     caPem: v.ca === undefined ? undefined : readCa(v.ca),
     flash: v.flash,
     quiet: v.quiet === true,
+    hubFeatures: v["hub-features"] === true,
   };
+  if (s.hubFeatures && count !== undefined) usageError("--hub-features is for one device (leave out --count)");
   if (v["id-scope"] === "") usageError("--id-scope must not be empty");
   if (count !== undefined && v["registration-id"] !== undefined) usageError("--registration-id names one device; a fleet's are PREFIX00001.. (--prefix)");
   if (s.emulator) {
@@ -272,29 +283,44 @@ async function main(v: Values): Promise<number> {
       let acked = 0;
       let timer: NodeJS.Timeout | undefined;
       const deadline = setTimeout(() => finish(1, `timed out after ${s.timeoutMs / 1000} s${lastHint ? `; ${lastHint}` : ""}`), s.timeoutMs);
+      let over = false;
       const finish = (code: number, why: string) => {
+        if (over) return;
+        over = true;
         clearTimeout(deadline);
+        clearTimeout(stay);
         if (timer) clearInterval(timer);
         device.stop();
         process.stdout.write(`[${registrationId}] ${why}\n`);
         resolve(code);
       };
+      const say = (line: string) => process.stdout.write(`[${registrationId}] ${line}\n`);
+      const features = s.hubFeatures ? demoFeatures(say) : undefined;
+      let connectedOnce = false;
+      let stay: NodeJS.Timeout | undefined;
+      if (features) {
+        // Answering the cloud is the point: stay until --timeout, and end well if connected.
+        clearTimeout(deadline);
+        stay = setTimeout(() => finish(connectedOnce ? 0 : 1, connectedOnce ? `stopping after ${s.timeoutMs / 1000} s (--timeout)` : `timed out after ${s.timeoutMs / 1000} s`), s.timeoutMs);
+      }
       const device = createDesktopDevice({
         config,
         transport,
         flash: flashFor(registrationId),
+        features,
         listener: (e) => {
-          process.stdout.write(`[${registrationId}] ${describeEvent(e)}\n`);
+          say(describeEvent(e));
           watch(e);
+          if (e.source === "runtime" && e.state === "connected") connectedOnce = true;
           if (e.source === "runtime" && e.state === "connected" && !timer) {
-            if (s.messages === 0) return finish(0, "connected");
+            if (s.messages === 0 && !features) return finish(0, "connected");
             const tick = () => {
               if (sent < s.messages) device.send({ seq: ++sent, at: new Date().toISOString() });
             };
             tick();
             timer = setInterval(tick, s.intervalMs);
           }
-          if (e.source === "telemetry" && e.state === "sent" && ++acked === s.messages) finish(0, `${acked} message(s) acknowledged`);
+          if (e.source === "telemetry" && e.state === "sent" && ++acked === s.messages && !features) finish(0, `${acked} message(s) acknowledged`);
           if (e.source === "runtime" && e.state === "failed") finish(1, "failed");
         },
       });
@@ -303,6 +329,29 @@ async function main(v: Values): Promise<number> {
   } finally {
     await stopEmulator();
   }
+}
+
+/**
+ * What `--hub-features` gives a device: the methods `echo` (answers its payload) and `blink`, the
+ * built-in `reprovision`, every desired property acknowledged (ac 200), and C2D messages printed.
+ */
+function demoFeatures(say: (line: string) => void): HubFeature[] {
+  const methods = new DirectMethods()
+    .on("echo", (r) => ({ status: 200, payload: r.payload }))
+    .on("blink", (r) => {
+      const times = (r.payload as { times?: unknown } | null)?.times;
+      const n = typeof times === "number" && times >= 1 && times <= 10 ? Math.floor(times) : 1;
+      say(`blink ×${n}`);
+      return { status: 200, payload: { blinked: n } };
+    });
+  const twin: DeviceTwin = new DeviceTwin({
+    onDesired: (desired, version, complete) => {
+      say(`desired ${complete ? "(whole) " : ""}version ${version}: ${JSON.stringify(desired)}`);
+      for (const name of Object.keys(desired)) if (name !== "reprovision" && desired[name] !== null) twin.acknowledge(name, desired[name], version, 200, "applied");
+    },
+  });
+  const c2d = new CloudMessages({ onMessage: (m) => say(`cloud-to-device ${m.messageId ?? "(no id)"}: ${m.text()} ${JSON.stringify(m.properties)}`) });
+  return [methods, twin, c2d];
 }
 
 runCommand(command, main);
