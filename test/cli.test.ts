@@ -244,9 +244,11 @@ test("dps-device: an emulator started on its own, its hub name under .localhost 
 test("dps-device --hub-features: answers a method, acknowledges a desired property, prints a C2D message, and stays until --timeout (exit 0)", async (t) => {
   const e = await emulator();
   const key = enroll(e, "cli-features-001");
-  const running = run("dps-device", [...deviceArgs(e, "cli-features-001"), "--ca", e.caPath, "--hub-features", "--messages", "1", "--timeout", "8000"], { env: { DPS_KEY: key }, timeoutMs: 30_000 });
+  t.timeout(120_000);
+  // Generous: under a full parallel run a node process takes many seconds to start.
+  const running = run("dps-device", [...deviceArgs(e, "cli-features-001"), "--ca", e.caPath, "--hub-features", "--messages", "1", "--timeout", "45000"], { env: { DPS_KEY: key }, timeoutMs: 90_000 });
   let answer: { status: number; payload: unknown } | undefined;
-  for (let i = 0; i < 100 && !answer; i++) {
+  for (let i = 0; i < 400 && !answer; i++) {
     answer = await e.invokeMethod("cli-features-001", { methodName: "echo", payload: { hello: 1 }, responseTimeoutInSeconds: 5 }).catch(() => undefined);
     if (!answer) await new Promise((r) => setTimeout(r, 100));
   }
@@ -258,7 +260,7 @@ test("dps-device --hub-features: answers a method, acknowledges a desired proper
   t.regex(r.stdout, /\[cli-features-001\] method answered name echo rid \d+ status 200\n/);
   t.regex(r.stdout, /\[cli-features-001\] desired version \d+: \{"interval":30\}\n/);
   t.regex(r.stdout, /\[cli-features-001\] cloud-to-device cli-m1: led on \{"color":"red"\}\n/);
-  t.regex(r.stdout, /stopping after 8 s \(--timeout\)\n$/);
+  t.regex(r.stdout, /stopping after 45 s \(--timeout\)\n$/);
   t.like((e.twin("cli-features-001") as { properties: { reported: Record<string, unknown> } }).properties.reported, { interval: { value: 30, ac: 200 } });
 });
 
