@@ -77,8 +77,8 @@ function withoutMessages(js: string, name: string): number {
 try {
   // The core and the opt-in hub features in one build; each module compiles on its own, so the
   // core's rows are what a firmware without the features pays.
-  const features = ["hub-features", "c2d", "methods", "twin"];
-  const ours = build("runtime", { include: [join(root, "modules", "manifest.json"), ...["c2d", "methods", "twin"].map((f) => join(root, "modules", `manifest.${f}.json`))] });
+  const features = ["hub-features", "c2d", "methods", "twin", "der", "csr"];
+  const ours = build("runtime", { include: [join(root, "modules", "manifest.json"), ...["c2d", "methods", "twin", "csr"].map((f) => join(root, "modules", `manifest.${f}.json`))] });
   const mqtt = build("sdk-mqtt", { modules: { "embedded:network/mqtt/client": "$(MODDABLE)/examples/io/tcp/mqttclient/mqttclient" } });
   const rows: { name: string; bytes: number; floor: number }[] = [];
   for (const [name, bytes] of ours.files) {

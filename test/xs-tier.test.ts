@@ -56,6 +56,14 @@ test(`XS tier: ${featureTranscripts.length} hub feature transcripts give identic
   for (const transcript of featureTranscripts) t.deepEqual(logs.get(transcript.name), await runFeatureTranscript(transcript), transcript.name);
 });
 
+test("XS tier: the certificate request of a fixed key has the same bytes on Node and XS", async (t) => {
+  const { certificateRequest } = await import("../modules/csr.js");
+  const { fixedKey, hex } = await import("./support/csr-cases.js");
+  let xs: unknown;
+  for (const [, run] of runs) if (run.emitted.has("csr")) xs = run.emitted.get("csr");
+  t.is(xs, hex(certificateRequest("sensor-01", fixedKey)));
+});
+
 test("XS tier: the hub feature fuzz sample gives the same summary on Node and XS", async (t) => {
   const { fuzzFeatures } = await import("./support/feature-fuzz.js");
   let xs: unknown;
