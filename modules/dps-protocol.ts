@@ -24,6 +24,10 @@ export const MAX_MESSAGE_BYTES = 96 * 1024;
 const MAX_ID_LENGTH = 256;
 /** Deepest nesting of arrays and objects accepted in an answer; deeper is MALFORMED_JSON. */
 export const MAX_JSON_DEPTH = 32;
+/** The most certificates an issued chain may hold (a leaf and its intermediates). */
+export const MAX_CHAIN_LENGTH = 8;
+/** The DPS API version that carries certificate signing requests. */
+export const DPS_CSR_API_VERSION = "2025-07-01-preview";
 
 export interface DpsCredentials {
   readonly clientId: string;
@@ -72,16 +76,23 @@ export function pollTopic(rid: string, operationId: string): string {
 export const POLL_PAYLOAD = new Uint8Array(0);
 
 /**
- * `{"registrationId":"dev-001","payload":{"model":"x"}}`; `payload` is the custom allocation data
- * (any JSON value), left out when undefined.
+ * `{"registrationId":"dev-001","payload":{"model":"x"},"csr":"MIIB..."}`; `payload` is the custom
+ * allocation data (any JSON value), `csr` the base64 DER of a certificate signing request for an
+ * operational certificate (DPS API 2025-07-01-preview); each left out when undefined.
  * @throws UsageError OVERSIZE when the body would exceed MAX_MESSAGE_BYTES, INVALID_ARGUMENT when
  *   the payload cannot be written as JSON.
  */
-export function registerPayload(registrationId: string, payload?: unknown): Uint8Array {
+export function registerPayload(registrationId: string, payload?: unknown, csr?: string): Uint8Array {
   checkRegistrationId(registrationId);
+  if (csr !== undefined && !(typeof csr === "string" && csr.length > 0 && /^[A-Za-z0-9+/]+={0,2}$/.test(csr))) {
+    throw new UsageError("INVALID_ARGUMENT", "the certificate signing request must be the base64 of its DER (modules/csr.ts: certificateRequestBase64)");
+  }
   let json: string;
   try {
-    json = JSON.stringify(payload === undefined ? { registrationId } : { registrationId, payload });
+    const body: Record<string, unknown> = { registrationId };
+    if (payload !== undefined) body.payload = payload;
+    if (csr !== undefined) body.csr = csr;
+    json = JSON.stringify(body);
   } catch (error) {
     throw new UsageError("INVALID_ARGUMENT", `the custom allocation payload cannot be written as JSON: ${(error as Error).message}`);
   }
@@ -221,6 +232,11 @@ export interface RegistrationState {
   readonly symmetricKey?: unknown;
   readonly x509?: unknown;
   readonly trustBundle?: unknown;
+  /**
+   * The operational certificate DPS had issued from the request's CSR, leaf first, each the
+   * base64 of its DER (API 2025-07-01-preview).
+   */
+  readonly issuedCertificateChain?: readonly string[];
 }
 
 export interface OperationStatus {
@@ -400,6 +416,21 @@ export function parseRegistrationState(value: unknown): RegistrationState {
     const name = passed[i];
     const v = own(body, name);
     if (v !== undefined && v !== null) state[name] = v;
+  }
+  const chain = own(body, "issuedCertificateChain");
+  if (chain !== undefined && chain !== null) {
+    if (!Array.isArray(chain) || chain.length < 1 || chain.length > MAX_CHAIN_LENGTH) {
+      throw new PeerError("MALFORMED_BODY", `issuedCertificateChain must be an array of 1 to ${MAX_CHAIN_LENGTH} certificates (${kindOf(chain)})`);
+    }
+    const certificates: string[] = [];
+    for (let i = 0; i < chain.length; i++) {
+      const c = chain[i];
+      if (typeof c !== "string" || c.length < 16 || !/^[A-Za-z0-9+/]+={0,2}$/.test(c)) {
+        throw new PeerError("MALFORMED_BODY", `issuedCertificateChain[${i}] is not the base64 of a certificate (${kindOf(c)})`);
+      }
+      certificates.push(c);
+    }
+    state.issuedCertificateChain = certificates;
   }
   if (state.status === "assigned") {
     if (!isHostName(own(state, "assignedHub"))) throw new PeerError("MALFORMED_BODY", "an assigned registrationState has no valid assignedHub");

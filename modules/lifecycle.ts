@@ -48,6 +48,12 @@ export interface RuntimeConfig {
   readonly statusLookup?: boolean;
   /** Custom allocation payload sent with the registration. */
   readonly payload?: unknown;
+  /**
+   * A certificate signing request (base64 DER, modules/csr.ts) sent with every registration: DPS
+   * answers with an issued operational certificate (`issuedCertificateChain` in the assignment
+   * event's registration state). Connecting to the hub with it is not built yet (issue 13).
+   */
+  readonly certificateSigningRequest?: string;
   /** The largest DPS answer accepted (a trust bundle, a custom allocation payload); default 16 KiB. */
   readonly maxAnswerBytes?: number;
   /** IoT Plug and Play model id announced to the hub. */
@@ -411,6 +417,7 @@ export class LifecycleMachine {
         port: c.dpsPort,
         lookup: this.#hasLookup && c.statusLookup !== false ? { host, port: c.lookupPort ?? 443 } : undefined,
         payload: c.payload,
+        certificateSigningRequest: c.certificateSigningRequest,
         tokenLifetimeSeconds: c.tokenLifetimeSeconds,
         resourceForm: c.resourceForm,
         userAgent: c.userAgent,

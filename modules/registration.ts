@@ -23,6 +23,7 @@ import {
   POLL_PAYLOAD,
   pollTopic,
   registerPayload,
+  DPS_CSR_API_VERSION,
   registerTopic,
   SUBSCRIBE_TOPIC,
   type DpsAnswer,
@@ -58,6 +59,12 @@ export interface RegistrationConfig {
   readonly lookup?: { readonly host: string; readonly port?: number };
   /** Custom allocation data sent with the register request. */
   readonly payload?: unknown;
+  /**
+   * A certificate signing request (base64 DER, modules/csr.ts) for an operational certificate:
+   * sent with the register request, under DPS API 2025-07-01-preview; the issued chain comes back
+   * in the registration state (`issuedCertificateChain`).
+   */
+  readonly certificateSigningRequest?: string;
   /** Default 3600 s. */
   readonly tokenLifetimeSeconds?: number;
   readonly resourceForm?: ResourceForm;
@@ -276,7 +283,7 @@ export class RegistrationMachine {
   /** @throws UsageError INVALID_ARGUMENT for a bad configuration (checked here, before any I/O). */
   constructor(config: RegistrationConfig, deps: RegistrationDeps) {
     // Fail early on a configuration that could never work.
-    registerPayload(config.registrationId, config.payload);
+    registerPayload(config.registrationId, config.payload, config.certificateSigningRequest);
     dpsCredentials({ idScope: config.idScope, registrationId: config.registrationId, sasToken: "-" });
     if (typeof config.symmetricKey !== "string" || config.symmetricKey.length === 0) {
       throw new UsageError("INVALID_ARGUMENT", "symmetricKey is required (base64, from the enrollment or derived from the group key)");
@@ -376,7 +383,7 @@ function beginConnect(c: Context): void {
     idScope: c.config.idScope,
     registrationId: c.config.registrationId,
     sasToken: password,
-    apiVersion: c.config.apiVersion,
+    apiVersion: c.config.apiVersion ?? (c.config.certificateSigningRequest !== undefined ? DPS_CSR_API_VERSION : undefined),
     userAgent: c.config.userAgent,
   });
   c.phase = "connecting";
@@ -751,7 +758,7 @@ function sendStep(c: Context): void {
     c.step = "register";
     if (c.connected) c.registrationMaybeInFlight = true;
     status(c, { state: "registering" });
-    c.out.push({ kind: "publish", topic: registerTopic(rid), payload: registerPayload(c.config.registrationId, c.config.payload), qos: 1 });
+    c.out.push({ kind: "publish", topic: registerTopic(rid), payload: registerPayload(c.config.registrationId, c.config.payload, c.config.certificateSigningRequest), qos: 1 });
   }
 }
 

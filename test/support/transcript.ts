@@ -129,7 +129,10 @@ export function describe(command: RegistrationCommand, now: number): string {
     }
     case "done": {
       const o = command.outcome;
-      if (o.kind === "assigned") return `done assigned via=${o.via} hub=${o.registrationState.assignedHub} device=${o.registrationState.deviceId}`;
+      if (o.kind === "assigned") {
+        const chain = o.registrationState.issuedCertificateChain;
+        return `done assigned via=${o.via} hub=${o.registrationState.assignedHub} device=${o.registrationState.deviceId}${chain ? ` issued-chain=${chain.length}` : ""}`;
+      }
       if (o.kind === "failed") return `done failed ${o.error.code}${o.recheck ? " recheck" : ""}` + (o.error.httpStatus ? ` http=${o.error.httpStatus}` : "") + (o.error.errorCode ? ` code=${o.error.errorCode}` : "") + (o.error.trackingId ? ` tracking=${o.error.trackingId}` : "");
       if (o.kind === "fallback") return `done fallback ${o.reason.code}` + (o.reason.httpStatus ? ` http=${o.reason.httpStatus}` : "");
       return "done stopped";

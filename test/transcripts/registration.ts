@@ -510,6 +510,20 @@ export const transcripts: Transcript[] = [
     outcome: "done assigned via=register",
   },
   {
+    name: "a certificate signing request: sent with the register under API 2025-07-01-preview; the issued chain comes back in the registration state",
+    config: { certificateSigningRequest: "MIIBCSRBASE64+/Q==" },
+    steps: [...open, answer(200, 1, { ...assignedBody, registrationState: { ...assignedState, issuedCertificateChain: ["MIIBLEAFCERTIFICATE=", "MIIBISSUINGCA+/Q=="] } })],
+    expectInOrder: ["user=0ne00000001/registrations/dev-001/api-version=2025-07-01-preview", 'iotdps-register/?$rid=1 "{\\"registrationId\\":\\"dev-001\\",\\"csr\\":\\"MIIBCSRBASE64+/Q==\\"}"', "done assigned via=register hub=hub-1.azure-devices.net device=dev-001 issued-chain=2"],
+    outcome: "done assigned via=register",
+  },
+  {
+    name: "an issued chain that is not an array of base64 certificates: a malformed answer, retried like any other",
+    config: { certificateSigningRequest: "MIIBCSRBASE64+/Q==" },
+    steps: [...open, answer(200, 1, { ...assignedBody, registrationState: { ...assignedState, issuedCertificateChain: [{ toString: 1 }] } })],
+    expectInOrder: ["> message $dps/registrations/res/200/?$rid=1", "status retrying attempt=1 action=recover"],
+    outcome: "set-timer",
+  },
+  {
     name: "an answer over maxAnswerBytes that the host skipped (oversize, the link still up): the same final OVERSIZE",
     config: { maxAnswerBytes: 4096 },
     steps: [...open, { event: { kind: "message", topic: "$dps/registrations/res/200/?$rid=1", payload: new Uint8Array(0), oversize: 70_000 } }],
