@@ -1,0 +1,55 @@
+/**
+ * End to end over TLS, the first piece of the certificate path (issue 13): this project's desktop
+ * device registers with a SAS token and a certificate signing request made with its own P-256 key;
+ * the emulator's issuing CA signs it; the chain in the registration state is read by
+ * modules/csr.ts and checked independently (node's X509Certificate, openssl verify).
+ */
+import test from "ava";
+import { spawnSync } from "node:child_process";
+import { createPublicKey, X509Certificate } from "node:crypto";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { certificateRequestBase64, readCertificate } from "../../modules/csr.js";
+import { base64Decode } from "../../modules/encoding.js";
+import type { RuntimeEvent } from "../../modules/runtime.js";
+import { SoftwareKey } from "../../hosts/desktop/certificate-key.js";
+import { startWorld, TestDevice, type World } from "../support/e2e.js";
+
+let world: World;
+test.before(async () => {
+  world = await startWorld({ certificateIssuance: { lifetimeSeconds: 3600 } } as never);
+});
+test.after.always(async () => {
+  await world?.stop();
+});
+
+test("e2e CSR: a device onboarded with SAS gets an operational certificate for its own key, chained to the emulator's CA", async (t) => {
+  const registrationId = "e2e-csr-001";
+  const key = world.enroll(registrationId);
+  const deviceKey = new SoftwareKey();
+  const device = new TestDevice(world, { registrationId, symmetricKey: key, certificateSigningRequest: certificateRequestBase64(registrationId, deviceKey) });
+  device.runtime.start();
+  const assigned = (await device.waitFor((e) => e.source === "assignment" && e.registrationState !== undefined, 20_000, "the assignment")) as Extract<RuntimeEvent, { source: "assignment" }>;
+  await device.connected();
+  device.runtime.stop();
+  const chain = assigned.registrationState!.issuedCertificateChain!;
+  t.true(Array.isArray(chain) && chain.length >= 2, "a leaf and its issuing CA");
+  const leaf = base64Decode(chain[0]);
+  const summary = readCertificate(leaf);
+  t.is(summary.subjectCommonName, registrationId);
+  t.true(summary.notAfter - summary.notBefore <= 3600_000 + 60_000, "the configured lifetime");
+  const node = new X509Certificate(leaf);
+  t.is(Date.parse(node.validTo), summary.notAfter);
+  // The certificate is for the device's own key, and the issuing CA signed it.
+  const leafKey = createPublicKey(node.publicKey).export({ format: "der", type: "spki" });
+  t.deepEqual(new Uint8Array(leafKey.subarray(leafKey.length - 65)), deviceKey.publicKey);
+  const issuer = new X509Certificate(base64Decode(chain[1]));
+  t.true(node.verify(issuer.publicKey), "signed by the issuing CA");
+  const dir = mkdtempSync(join(tmpdir(), "csr-e2e-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, "leaf.pem"), node.toString());
+  writeFileSync(join(dir, "chain.pem"), issuer.toString() + world.emulator.caPem);
+  const verify = spawnSync("openssl", ["verify", "-CAfile", join(dir, "chain.pem"), join(dir, "leaf.pem")], { encoding: "utf8" });
+  t.regex(verify.stdout + verify.stderr, /leaf\.pem: OK/);
+});
