@@ -40,8 +40,13 @@ export interface GroupEnrollment {
   reprovisionPolicy?: ReprovisionPolicy;
 }
 
-export type FaultStep = "connect" | "subscribe" | "register" | "poll" | "lookup" | "hub-connect" | "hub-publish" | "twin-get" | "twin-patch";
-export type MalformedKind = "non-json" | "missing-operation-id" | "wrong-types" | "truncated";
+export type FaultStep = "connect" | "subscribe" | "register" | "poll" | "lookup" | "hub-connect" | "hub-publish" | "twin-get" | "twin-patch" | "issuance";
+/**
+ * Garbled answers. At register, poll and lookup: the whole body (non-json, missing-operation-id,
+ * wrong-types, truncated). At issuance: the issued chain of an otherwise assigned answer
+ * (truncated, wrong-types, bad-signature, missing-issuer).
+ */
+export type MalformedKind = "non-json" | "missing-operation-id" | "wrong-types" | "truncated" | "bad-signature" | "missing-issuer";
 
 export interface FaultRule {
   step: FaultStep;
@@ -96,7 +101,20 @@ export interface EmulatorConfig {
   telemetryLimit?: number;
   /** The DPS service REST API (enrollments, registration states) on the HTTPS port. */
   serviceApi?: ServiceApiConfig;
+  /** Certificates issued from the CSR of a register request (API 2025-07-01-preview). */
+  certificateIssuance?: CertificateIssuanceConfig;
 }
+
+export interface CertificateIssuanceConfig {
+  /** Default true; false: a register request carrying a CSR gets 400. */
+  enabled?: boolean;
+  /** Lifetime of issued certificates, 30 s to 90 days (default 7 days). */
+  lifetimeSeconds?: number;
+}
+
+export const DEFAULT_CERTIFICATE_LIFETIME_SECONDS = 7 * 86_400;
+export const MAX_CERTIFICATE_LIFETIME_SECONDS = 90 * 86_400;
+export const MIN_CERTIFICATE_LIFETIME_SECONDS = 30;
 
 /** A shared access policy of the DPS service API (`skn` in a service token). */
 export interface ServicePolicy {
@@ -124,8 +142,15 @@ export const DEFAULT_CONFIG: EmulatorConfig = {
   hubs: [{ hostName: "hub-1.azure-devices.localhost" }],
 };
 
-export const FAULT_STEPS: readonly FaultStep[] = ["connect", "subscribe", "register", "poll", "lookup", "hub-connect", "hub-publish", "twin-get", "twin-patch"];
-export const MALFORMED_KINDS: readonly MalformedKind[] = ["non-json", "missing-operation-id", "wrong-types", "truncated"];
+export const FAULT_STEPS: readonly FaultStep[] = ["connect", "subscribe", "register", "poll", "lookup", "hub-connect", "hub-publish", "twin-get", "twin-patch", "issuance"];
+export const MALFORMED_KINDS: readonly MalformedKind[] = ["non-json", "missing-operation-id", "wrong-types", "truncated", "bad-signature", "missing-issuer"];
+/** The malformed kinds each step takes. */
+const MALFORMED_BY_STEP: Partial<Record<FaultStep, readonly MalformedKind[]>> = {
+  register: ["non-json", "missing-operation-id", "wrong-types", "truncated"],
+  poll: ["non-json", "missing-operation-id", "wrong-types", "truncated"],
+  lookup: ["non-json", "missing-operation-id", "wrong-types", "truncated"],
+  issuance: ["truncated", "wrong-types", "bad-signature", "missing-issuer"],
+};
 const POLICIES: readonly ReprovisionPolicy[] = ["reprovisionAndMigrate", "reprovisionAndReset", "neverReprovision"];
 
 /** IoT Hub's limit on a device-to-cloud message: 256 KiB. */
@@ -134,7 +159,7 @@ export const HUB_MAX_MESSAGE_BYTES = 256 * 1024;
 /** The schema of a config file, in schemas/ (simulator/json-schema.ts reads it). */
 export const CONFIG_SCHEMA = "emulator-config.schema.json";
 
-const CONFIG_FIELDS = ["$schema", "idScope", "hubs", "allocationPolicy", "assignAfterPolls", "retryAfterSeconds", "enrollments", "limits", "faults", "reprovisionPolicy", "unknownRegistrationStatus", "telemetryLimit", "serviceApi"];
+const CONFIG_FIELDS = ["$schema", "idScope", "hubs", "allocationPolicy", "assignAfterPolls", "retryAfterSeconds", "enrollments", "limits", "faults", "reprovisionPolicy", "unknownRegistrationStatus", "telemetryLimit", "serviceApi", "certificateIssuance"];
 const HUB_FIELDS = ["hostName", "allocationWeight", "maxMessageBytes", "sharedAccessPolicies"];
 const LIMIT_FIELDS = ["registrationsPerMinute", "operationsPerMinute", "pollsPerDevicePer10s", "twinOperationsPerSecond"] as const;
 
@@ -256,9 +281,9 @@ export function checkFaultRule(rule: FaultRule, field = "fault"): void {
   }
   if (rule.malformed !== undefined) {
     if (!MALFORMED_KINDS.includes(rule.malformed)) fail(`${field}.malformed`, `must be one of ${MALFORMED_KINDS.join(", ")}`);
-    if (rule.step !== "register" && rule.step !== "poll" && rule.step !== "lookup") {
-      fail(`${field}.malformed`, "applies only to the register, poll and lookup steps");
-    }
+    const kinds = MALFORMED_BY_STEP[rule.step];
+    if (kinds === undefined) fail(`${field}.malformed`, "applies only to the register, poll, lookup and issuance steps");
+    if (!kinds.includes(rule.malformed)) fail(`${field}.malformed`, `at step ${rule.step} must be one of ${kinds.join(", ")}`);
   }
   const known = new Set(["step", "registrationId", "groupId", "probability", "times", "status", "errorCode", "retryAfter", "connack", "drop", "delayMs", "malformed"]);
   for (const key of Object.keys(rule)) if (!known.has(key)) fail(`${field}.${key}`, "is not a fault rule field");
@@ -286,6 +311,17 @@ function checkServiceApi(api: ServiceApiConfig | undefined): void {
       fail(field, (error as Error).message);
     }
   });
+}
+
+function checkCertificateIssuance(c: CertificateIssuanceConfig | undefined): void {
+  if (c === undefined) return;
+  optionalObject(c, "certificateIssuance");
+  knownFields(c, ["enabled", "lifetimeSeconds"], "certificateIssuance");
+  optionalBoolean(c.enabled, "certificateIssuance.enabled");
+  const s = c.lifetimeSeconds;
+  if (s !== undefined && !(Number.isInteger(s) && s >= MIN_CERTIFICATE_LIFETIME_SECONDS && s <= MAX_CERTIFICATE_LIFETIME_SECONDS)) {
+    fail("certificateIssuance.lifetimeSeconds", `must be an integer from ${MIN_CERTIFICATE_LIFETIME_SECONDS} to ${MAX_CERTIFICATE_LIFETIME_SECONDS} (90 days)`);
+  }
 }
 
 /** Checks a whole configuration; returns it with defaults filled in. Throws EmulatorError. */
@@ -336,6 +372,7 @@ export function checkConfig(input: EmulatorConfig): EmulatorConfig {
     if (limits[key] !== undefined && (!Number.isInteger(limits[key]) || (limits[key] as number) < 1)) fail(`limits.${key}`, "must be a positive integer");
   }
   checkServiceApi(input.serviceApi);
+  checkCertificateIssuance(input.certificateIssuance);
   optionalObject(input.enrollments, "enrollments");
   knownFields(input.enrollments ?? {}, ["individual", "groups"], "enrollments");
   const individual = input.enrollments?.individual ?? [];
@@ -367,6 +404,10 @@ export function checkConfig(input: EmulatorConfig): EmulatorConfig {
     reprovisionPolicy: input.reprovisionPolicy ?? "reprovisionAndMigrate",
     unknownRegistrationStatus: input.unknownRegistrationStatus ?? 404,
     telemetryLimit: input.telemetryLimit ?? 10_000,
+    certificateIssuance: {
+      enabled: input.certificateIssuance?.enabled ?? true,
+      lifetimeSeconds: input.certificateIssuance?.lifetimeSeconds ?? DEFAULT_CERTIFICATE_LIFETIME_SECONDS,
+    },
   };
 }
 

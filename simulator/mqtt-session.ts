@@ -14,6 +14,7 @@ import {
   type Packet,
 } from "mqtt-packet";
 import type { FaultRule, FaultStep } from "./config.js";
+import type { CertificateIssuer } from "./issuance.js";
 import type { FaultBook, FaultSubject } from "./faults.js";
 import { PacketFrame, type ConnectionLimits } from "./limits.js";
 import type { HubBroker } from "./hub-broker.js";
@@ -36,6 +37,8 @@ export interface SessionContext {
   later(ms: number, fn: () => void): void;
   /** Called when the session closes, to drop it from the emulator's books. */
   forget(session: MqttSession): void;
+  /** Certificate issuance from CSRs, and the CA the hub trusts for X.509 devices (simulator/issuance.ts). */
+  readonly issuance: { readonly issuer: CertificateIssuer; readonly enabled: boolean; readonly lifetimeSeconds: number };
 }
 
 const PINGRESP = generate({ cmd: "pingresp" });

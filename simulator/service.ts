@@ -28,7 +28,20 @@ export interface RegistrationRecord {
   payload?: object;
   /** The `payload` the device sent with its request, if any. */
   requestPayload?: unknown;
+  /** The certificate last issued from the device's CSR (simulator/issuance.ts). */
+  issuedCertificate?: { thumbprint: string; notAfter: string };
 }
+
+/**
+ * What became of a register request's CSR, decided before the (synchronous) register call: the
+ * chain to return (possibly broken by an `issuance` fault), or the reason it was refused.
+ */
+export type CsrOutcome =
+  | { ok: true; chain: unknown; thumbprint: string; notAfter: string }
+  | { ok: false; problem: string; status?: number; errorCode?: number };
+
+/** Certificates the hub keeps per device for X.509 CONNECT (the newest first; older ones stay valid until they expire). */
+export const ISSUED_CERTIFICATES_KEPT = 4;
 
 interface EnrollmentBase {
   keys: Buffer[];
@@ -79,6 +92,8 @@ export interface HubDevice {
   /** C2D messages not yet acknowledged, oldest first (at most C2D_QUEUE_LIMIT). */
   c2d: C2dMessage[];
   connections: number;
+  /** Certificates DPS issued to the device from its CSRs, newest first (at most ISSUED_CERTIFICATES_KEPT). */
+  issuedCertificates?: { thumbprint: string; notAfter: string }[];
 }
 
 /** A shared access policy of a hub's service API, keys decoded. */
@@ -106,6 +121,8 @@ interface Operation {
   enrollment: EnrollmentRecord;
   polls: number;
   requestPayload: unknown;
+  /** The certificate issued from the request's CSR, if it carried one. */
+  issued?: CsrOutcome & { ok: true };
   /** The final answer, fixed once the operation completes. */
   result?: Record<string, unknown>;
 }
@@ -365,7 +382,7 @@ export class ProvisioningService {
    * A register request (`$dps/registrations/PUT/iotdps-register/`). The body is the device's JSON
    * text: `{"registrationId":"device-1","payload":{...}}`.
    */
-  register(registrationId: string, token: SasToken | SasFailure, bodyText: string, nowMs: number, idScope?: string): Answer {
+  register(registrationId: string, token: SasToken | SasFailure, bodyText: string, nowMs: number, idScope?: string, csr?: CsrOutcome): Answer {
     let body: unknown;
     try {
       body = JSON.parse(bodyText);
@@ -377,6 +394,7 @@ export class ProvisioningService {
     }
     const auth = this.authenticate(registrationId, token, nowMs, idScope);
     if (!auth.ok) return this.error(auth.status, nowMs, auth.reason);
+    if (csr !== undefined && !csr.ok) return this.error(csr.status ?? 400, nowMs, "csr-refused", csr.errorCode ?? (csr.status === undefined ? 400004 : undefined), csr.problem);
     const operationId = `4.${this.#random.hex(16)}.${this.#random.uuid()}`;
     const operation: Operation = {
       operationId,
@@ -385,6 +403,7 @@ export class ProvisioningService {
       polls: 0,
       requestPayload: (body as { payload?: unknown }).payload,
     };
+    if (csr?.ok) operation.issued = csr;
     if (this.#operations.size >= OPERATION_LIMIT) {
       const oldest = this.#operations.keys().next().value;
       if (oldest !== undefined) this.#operations.delete(oldest);
@@ -507,7 +526,15 @@ export class ProvisioningService {
     record.deviceId = deviceId;
     if (enrollment.allocationPayload !== undefined) record.payload = enrollment.allocationPayload;
     else delete record.payload;
-    operation.result = { operationId: operation.operationId, status: "assigned", registrationState: registrationState(record) };
+    const state = registrationState(record);
+    if (operation.issued) {
+      const issued = { thumbprint: operation.issued.thumbprint, notAfter: operation.issued.notAfter };
+      record.issuedCertificate = issued;
+      device.issuedCertificates = [issued, ...(device.issuedCertificates ?? []).filter((c) => c.thumbprint !== issued.thumbprint)].slice(0, ISSUED_CERTIFICATES_KEPT);
+      // Only the operation's answer carries the chain (the status lookup does not).
+      state.issuedCertificateChain = operation.issued.chain;
+    }
+    operation.result = { operationId: operation.operationId, status: "assigned", registrationState: state };
     return operation.result;
   }
 

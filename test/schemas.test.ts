@@ -191,6 +191,7 @@ test("agreement: an emulator config with every key the code's types declare vali
     unknownRegistrationStatus: 401,
     telemetryLimit: 0,
     serviceApi: { hostName: "dps-1.azure-devices-provisioning.localhost", policies: [{ name: "provisioningserviceowner", primaryKey: KEY, secondaryKey: KEY }] },
+    certificateIssuance: { enabled: true, lifetimeSeconds: 30 } satisfies Required<NonNullable<EmulatorConfig["certificateIssuance"]>>,
   };
   t.deepEqual(messages("emulator-config.schema.json", config), []);
   t.notThrows(() => checkConfig(config));

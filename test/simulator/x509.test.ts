@@ -1,0 +1,193 @@
+// Certificates at the emulator: a CSR in the register request (DPS API 2025-07-01-preview) gets a
+// client certificate signed by the emulator's issuing CA, checked here independently of the
+// emulator's code (node:crypto's X509Certificate and `openssl verify`); bad CSRs get 400; the
+// lifetime setting and the `issuance` fault step; then the hub taking the issued certificate.
+import test from "ava";
+import { execFileSync } from "node:child_process";
+import { webcrypto, X509Certificate } from "node:crypto";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import * as x509 from "@peculiar/x509";
+import { dpsDevice, keyFor, withEmulator, type DpsAnswer } from "./helpers.js";
+
+type Em = Awaited<ReturnType<typeof withEmulator>>;
+let em: Em;
+const API = "2025-07-01-preview";
+const subtle = webcrypto.subtle;
+
+test.before(async () => {
+  em = await withEmulator({ seed: 7 });
+  x509.cryptoProvider.set(webcrypto as never);
+});
+test.after.always(async () => {
+  await em?.dispose();
+});
+
+type KeyKind = "P-256" | "P-384" | "RSA-2048";
+const ALGORITHMS = {
+  "P-256": { gen: { name: "ECDSA", namedCurve: "P-256" }, sign: { name: "ECDSA", hash: "SHA-256" } },
+  "P-384": { gen: { name: "ECDSA", namedCurve: "P-384" }, sign: { name: "ECDSA", hash: "SHA-384" } },
+  "RSA-2048": {
+    gen: { name: "RSASSA-PKCS1-v1_5", modulusLength: 2048, publicExponent: new Uint8Array([1, 0, 1]), hash: "SHA-256" },
+    sign: { name: "RSASSA-PKCS1-v1_5" },
+  },
+} as const;
+
+/** A CSR (base64 DER) for `cn`, and its private key as PKCS#8 PEM. */
+async function makeCsr(cn: string, kind: KeyKind = "P-256"): Promise<{ csr: string; keyPem: string }> {
+  const a = ALGORITHMS[kind];
+  const keys = (await subtle.generateKey(a.gen as webcrypto.EcKeyGenParams, true, ["sign", "verify"])) as webcrypto.CryptoKeyPair;
+  const request = await x509.Pkcs10CertificateRequestGenerator.create({ name: `CN=${cn}`, keys: keys as never, signingAlgorithm: a.sign });
+  const pkcs8 = Buffer.from(await subtle.exportKey("pkcs8", keys.privateKey)).toString("base64");
+  return { csr: Buffer.from(request.rawData).toString("base64"), keyPem: `-----BEGIN PRIVATE KEY-----\n${pkcs8.replace(/(.{64})/g, "$1\n")}\n-----END PRIVATE KEY-----\n` };
+}
+
+/** Enrols `id` (symmetric key), registers with a body carrying `csr` over API 2025-07-01-preview and polls to the end. */
+async function registerWithCsr(id: string, body: Record<string, unknown>, apiVersion = API): Promise<DpsAnswer> {
+  em.addIndividualEnrollment({ registrationId: id, primaryKey: keyFor(id) });
+  const device = await dpsDevice(em, id, keyFor(id), { username: `${em.idScope}/registrations/${id}/api-version=${apiVersion}` });
+  try {
+    let answer = await device.register(undefined, JSON.stringify({ registrationId: id, ...body }));
+    for (let i = 0; i < 10 && answer.status === 202; i++) answer = await device.poll(answer.json.operationId);
+    return answer;
+  } finally {
+    device.client.end();
+  }
+}
+
+function pem(base64: string): string {
+  return `-----BEGIN CERTIFICATE-----\n${base64.replace(/(.{64})/g, "$1\n")}\n-----END CERTIFICATE-----\n`;
+}
+
+test("issuance: a P-256 CSR gets a leaf for the registration id, signed by the issuing CA, that node:crypto and openssl verify as a client certificate", async (t) => {
+  const { csr } = await makeCsr("csr-dev-1");
+  const answer = await registerWithCsr("csr-dev-1", { csr, payload: { model: "m1" } });
+  t.is(answer.status, 200);
+  t.is(answer.json.status, "assigned");
+  const chain = answer.json.registrationState.issuedCertificateChain as string[];
+  t.is(chain.length, 2);
+  const leaf = new X509Certificate(Buffer.from(chain[0], "base64"));
+  const issuing = new X509Certificate(Buffer.from(chain[1], "base64"));
+  const root = new X509Certificate(em.caPem);
+  t.is(issuing.toString(), new X509Certificate(em.issuingCaPem).toString());
+  t.true(leaf.verify(issuing.publicKey));
+  t.true(issuing.verify(root.publicKey));
+  t.true(leaf.checkIssued(issuing));
+  t.is(leaf.subject, "CN=csr-dev-1");
+  t.false(leaf.ca);
+  t.deepEqual(leaf.keyUsage, ["1.3.6.1.5.5.7.3.2"]); // Node's keyUsage is the extended key usage: clientAuth
+  t.true(issuing.ca);
+  t.is(issuing.publicKey.asymmetricKeyDetails?.namedCurve, "secp384r1");
+  const lifetime = Date.parse(leaf.validTo) - Date.parse(leaf.validFrom);
+  t.true(Math.abs(lifetime - (7 * 86_400_000 + 60_000)) <= 1000, `lifetime ${lifetime} ms`);
+  t.true(Date.parse(leaf.validFrom) <= Date.now());
+  // openssl, with only the root trusted: the issuing CA comes from the chain.
+  const dir = mkdtempSync(join(tmpdir(), "x509-test-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, "root.pem"), em.caPem);
+  writeFileSync(join(dir, "issuing.pem"), pem(chain[1]));
+  writeFileSync(join(dir, "leaf.pem"), pem(chain[0]));
+  const out = execFileSync("/usr/bin/openssl", ["verify", "-CAfile", join(dir, "root.pem"), "-untrusted", join(dir, "issuing.pem"), "-purpose", "sslclient", join(dir, "leaf.pem")], { encoding: "utf8" });
+  t.regex(out, /leaf\.pem: OK/);
+  const text = execFileSync("/usr/bin/openssl", ["x509", "-in", join(dir, "leaf.pem"), "-noout", "-text"], { encoding: "utf8" });
+  t.regex(text, /CA:FALSE/);
+  t.regex(text, /Digital Signature/);
+  t.regex(text, /TLS Web Client Authentication/);
+  // Recorded on the hub device and the registration; the payload is kept as sent.
+  const record = em.registration("csr-dev-1");
+  t.is(record?.issuedCertificate?.thumbprint, leaf.fingerprint256.replaceAll(":", ""));
+  t.deepEqual(record?.requestPayload, { model: "m1" });
+  t.true((em.counters().dps["csr-issued"] ?? 0) >= 1);
+});
+
+test("issuance: P-384 and RSA 2048 CSRs are accepted too", async (t) => {
+  for (const kind of ["P-384", "RSA-2048"] as const) {
+    const id = `csr-${kind.toLowerCase()}`;
+    const { csr } = await makeCsr(id, kind);
+    const answer = await registerWithCsr(id, { csr });
+    t.is(answer.status, 200, kind);
+    const leaf = new X509Certificate(Buffer.from(answer.json.registrationState.issuedCertificateChain[0], "base64"));
+    t.is(leaf.subject, `CN=${id}`);
+    t.is(leaf.publicKey.asymmetricKeyType, kind === "RSA-2048" ? "rsa" : "ec");
+  }
+});
+
+test("issuance: a CSR whose CN is not the registration id, one with a broken signature, and one that is not a CSR get 400 (400004) saying what is wrong", async (t) => {
+  const wrongCn = await registerWithCsr("csr-wrong-cn", { csr: (await makeCsr("someone-else")).csr });
+  t.is(wrongCn.status, 400);
+  t.is(wrongCn.json.errorCode, 400004);
+  t.regex(wrongCn.json.message, /CN must be the registration id "csr-wrong-cn", got "someone-else"/);
+  const der = Buffer.from((await makeCsr("csr-bad-sig")).csr, "base64");
+  der[der.length - 1] ^= 0x01; // the last byte of the ECDSA signature
+  const badSig = await registerWithCsr("csr-bad-sig", { csr: der.toString("base64") });
+  t.is(badSig.status, 400);
+  t.regex(badSig.json.message, /signature/);
+  const junk = await registerWithCsr("csr-junk", { csr: Buffer.from("not a certificate request").toString("base64") });
+  t.is(junk.status, 400);
+  t.regex(junk.json.message, /not a PKCS#10/);
+  const pemText = await registerWithCsr("csr-pem", { csr: "-----BEGIN CERTIFICATE REQUEST-----" });
+  t.is(pemText.status, 400);
+  t.regex(pemText.json.message, /not base64/);
+  t.is(em.registration("csr-wrong-cn"), undefined);
+});
+
+test("issuance: an older api-version ignores the csr (no chain in the answer)", async (t) => {
+  const { csr } = await makeCsr("csr-old-api");
+  const answer = await registerWithCsr("csr-old-api", { csr }, "2021-06-01");
+  t.is(answer.status, 200);
+  t.is(answer.json.registrationState.issuedCertificateChain, undefined);
+});
+
+test("issuance: certificateIssuance.lifetimeSeconds sets the leaf's lifetime; enabled false refuses CSRs with 400", async (t) => {
+  const short = await withEmulator({ config: { idScope: "0ne0000life", hubs: [{ hostName: "hub-1.azure-devices.localhost" }], retryAfterSeconds: 0, certificateIssuance: { lifetimeSeconds: 30 } } });
+  t.teardown(() => short.dispose());
+  short.addIndividualEnrollment({ registrationId: "short-lived", primaryKey: keyFor("short-lived") });
+  const device = await dpsDevice(short, "short-lived", keyFor("short-lived"), { username: `${short.idScope}/registrations/short-lived/api-version=${API}` });
+  t.teardown(() => device.client.end());
+  const accepted = await device.register(undefined, JSON.stringify({ registrationId: "short-lived", csr: (await makeCsr("short-lived")).csr }));
+  const answer = await device.poll(accepted.json.operationId);
+  const leaf = new X509Certificate(Buffer.from(answer.json.registrationState.issuedCertificateChain[0], "base64"));
+  t.is(Date.parse(leaf.validTo) - Date.parse(leaf.validFrom), 90_000); // a minute back for clock skew, 30 s ahead
+  t.true(Math.abs(Date.parse(leaf.validTo) - (Date.now() + 30_000)) < 3000);
+
+  const off = await withEmulator({ config: { idScope: "0ne00000off", hubs: [{ hostName: "hub-1.azure-devices.localhost" }], certificateIssuance: { enabled: false } } });
+  t.teardown(() => off.dispose());
+  off.addIndividualEnrollment({ registrationId: "no-issuance", primaryKey: keyFor("no-issuance") });
+  const d2 = await dpsDevice(off, "no-issuance", keyFor("no-issuance"), { username: `${off.idScope}/registrations/no-issuance/api-version=${API}` });
+  t.teardown(() => d2.client.end());
+  const refused = await d2.register(undefined, JSON.stringify({ registrationId: "no-issuance", csr: (await makeCsr("no-issuance")).csr }));
+  t.is(refused.status, 400);
+  t.regex(refused.json.message, /not enabled/);
+});
+
+test("issuance fault: status refuses the CSR with that status; malformed breaks the chain of an assigned answer", async (t) => {
+  const refusedRule = em.addFault({ step: "issuance", registrationId: "csr-fault-status", status: 503, times: 1 });
+  const refused = await registerWithCsr("csr-fault-status", { csr: (await makeCsr("csr-fault-status")).csr });
+  t.is(refused.status, 503);
+  t.is(refused.json.errorCode, 503001);
+  em.removeFault(refusedRule);
+  const kinds = ["truncated", "wrong-types", "bad-signature", "missing-issuer"] as const;
+  for (const kind of kinds) {
+    const id = `csr-fault-${kind}`;
+    em.addFault({ step: "issuance", registrationId: id, malformed: kind, times: 1 });
+    const answer = await registerWithCsr(id, { csr: (await makeCsr(id)).csr });
+    t.is(answer.status, 200, kind);
+    t.is(answer.json.status, "assigned", kind);
+    const chain = answer.json.registrationState.issuedCertificateChain;
+    if (kind === "wrong-types") {
+      t.is(typeof chain, "string");
+      continue;
+    }
+    if (kind === "missing-issuer") {
+      t.is(chain.length, 1);
+      continue;
+    }
+    const issuing = new X509Certificate(em.issuingCaPem);
+    if (kind === "truncated") t.throws(() => new X509Certificate(Buffer.from(chain[0], "base64")));
+    else t.false(new X509Certificate(Buffer.from(chain[0], "base64")).verify(issuing.publicKey));
+  }
+  t.true((em.counters().faults.issuance ?? 0) >= 5);
+  t.throws(() => em.addFault({ step: "register", malformed: "bad-signature" }), { message: /at step register must be one of/ });
+  t.throws(() => em.addFault({ step: "issuance", malformed: "non-json" }), { message: /at step issuance must be one of/ });
+});
