@@ -19,7 +19,7 @@ import type { Socket } from "node:net";
 import type { IConnectPacket, IPublishPacket, ISubscribePacket } from "mqtt-packet";
 import type { FaultSubject } from "./faults.js";
 import { Counters } from "./log.js";
-import { MqttSession, serverNameOf, type SessionContext } from "./mqtt-session.js";
+import { MqttSession, peerCertificateOf, serverNameOf, type SessionContext } from "./mqtt-session.js";
 import { checkSasClaims, parseSasToken, signatureMatches } from "./sas.js";
 import type { HubDevice, HubState } from "./service.js";
 import { HUB_MAX_MESSAGE_BYTES } from "./config.js";
@@ -68,6 +68,19 @@ export class HubSession extends MqttSession implements BrokerSession {
     return { registrationId: this.device?.registrationId ?? this.deviceId, groupId: this.device?.groupId };
   }
 
+  /**
+   * X.509 CONNECT (empty password, a TLS client certificate): the certificate must be one DPS
+   * issued to this device from its CSR (signed by the emulator's issuing CA, valid now, CN = the
+   * device id or its registration id, its thumbprint among the device's issued certificates). Returns why not, or undefined.
+   */
+  #checkCertificate(der: Buffer, device: HubDevice): string | undefined {
+    const checked = this.ctx.issuance.issuer.check(der, this.ctx.now());
+    if (!checked.ok) return checked.reason;
+    if (checked.commonName !== device.deviceId && checked.commonName !== device.registrationId) return "certificate-cn-mismatch";
+    if (!device.issuedCertificates?.some((c) => c.thumbprint === checked.thumbprint)) return "certificate-not-issued-to-device";
+    return undefined;
+  }
+
   protected onConnect(packet: IConnectPacket): void {
     if (packet.protocolVersion !== 4) return this.connack(1);
     const user = parseHubUserName(packet.username);
@@ -112,7 +125,9 @@ export class HubSession extends MqttSession implements BrokerSession {
           return this.connack(5);
         }
         let failure: string | undefined;
-        if (typeof token === "string") failure = token;
+        const certificate = packet.password === undefined || packet.password.length === 0 ? peerCertificateOf(this.socket) : undefined;
+        if (certificate !== undefined) failure = this.#checkCertificate(certificate, device);
+        else if (typeof token === "string") failure = token;
         else {
           failure = checkSasClaims(token, {
             resource: `${hub.hostName}/devices/${user.deviceId}`,
@@ -124,7 +139,7 @@ export class HubSession extends MqttSession implements BrokerSession {
           if (!failure && !device.keys.some((k) => signatureMatches(token, k))) failure = "bad-signature";
         }
         if (failure) {
-          this.ctx.log.info("hub-token-refused", { client: this.deviceId, hub: hub.hostName, reason: failure });
+          this.ctx.log.info(certificate ? "hub-certificate-refused" : "hub-token-refused", { client: this.deviceId, hub: hub.hostName, reason: failure });
           return this.connack(5);
         }
         this.device = device;

@@ -307,3 +307,11 @@ export function serverNameOf(socket: Socket): string | undefined {
   const name = (socket as TLSSocket).servername;
   return typeof name === "string" && name.length > 0 ? name : undefined;
 }
+
+/** The DER of the client certificate a TLS peer presented (the hub listener asks for one), or undefined. */
+export function peerCertificateOf(socket: Socket): Buffer | undefined {
+  const tls = socket as TLSSocket;
+  if (typeof tls.getPeerCertificate !== "function") return undefined;
+  const cert = tls.getPeerCertificate(false);
+  return cert && Buffer.isBuffer(cert.raw) && cert.raw.length > 0 ? cert.raw : undefined;
+}

@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as x509 from "@peculiar/x509";
-import { dpsDevice, keyFor, withEmulator, type DpsAnswer } from "./helpers.js";
+import { dpsDevice, keyFor, RawClient, withEmulator, type DpsAnswer } from "./helpers.js";
 
 type Em = Awaited<ReturnType<typeof withEmulator>>;
 let em: Em;
@@ -190,4 +190,52 @@ test("issuance fault: status refuses the CSR with that status; malformed breaks 
   t.true((em.counters().faults.issuance ?? 0) >= 5);
   t.throws(() => em.addFault({ step: "register", malformed: "bad-signature" }), { message: /at step register must be one of/ });
   t.throws(() => em.addFault({ step: "issuance", malformed: "non-json" }), { message: /at step issuance must be one of/ });
+});
+
+/** A TLS MQTT connection to the hub with a client certificate and an empty password; returns the client and the CONNACK code. */
+async function hubWithCertificate(hub: string, deviceId: string, cert: string, key: string): Promise<{ client: RawClient; returnCode: number }> {
+  const client = await RawClient.open(em.endpoints.hub.tlsPort, { tls: { ca: em.caPem, servername: hub, cert, key } });
+  const connack = await client.connect({ clientId: deviceId, username: `${hub}/${deviceId}/?api-version=2021-04-12` });
+  return { client, returnCode: connack.returnCode ?? -1 };
+}
+
+test("hub x509: a device connects with the certificate DPS issued it (empty password) and sends telemetry; a certificate from another CA, or issued to another device, gets CONNACK 5", async (t) => {
+  const { csr, keyPem } = await makeCsr("x509-hub-dev");
+  const answer = await registerWithCsr("x509-hub-dev", { csr });
+  const state = answer.json.registrationState;
+  const chainPem = (state.issuedCertificateChain as string[]).map(pem).join("");
+  const ok = await hubWithCertificate(state.assignedHub, state.deviceId, chainPem, keyPem);
+  t.teardown(() => ok.client.end());
+  t.is(ok.returnCode, 0);
+  await ok.client.publish(`devices/${state.deviceId}/messages/events/`, JSON.stringify({ t: 21.5 }));
+  t.true(em.telemetry(state.deviceId).some((m) => JSON.stringify(m).includes("21.5")));
+
+  // Self-signed, same CN and key type: not from the emulator's issuing CA.
+  const keys = (await subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, true, ["sign", "verify"])) as webcrypto.CryptoKeyPair;
+  const foreign = await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: "01",
+    name: `CN=${state.deviceId}`,
+    notBefore: new Date(Date.now() - 60_000),
+    notAfter: new Date(Date.now() + 86_400_000),
+    signingAlgorithm: { name: "ECDSA", hash: "SHA-256" },
+    keys: keys as never,
+    extensions: [new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth])],
+  });
+  const foreignKey = Buffer.from(await subtle.exportKey("pkcs8", keys.privateKey)).toString("base64");
+  const refused = await hubWithCertificate(state.assignedHub, state.deviceId, foreign.toString("pem"), `-----BEGIN PRIVATE KEY-----\n${foreignKey}\n-----END PRIVATE KEY-----\n`);
+  t.teardown(() => refused.client.end());
+  t.is(refused.returnCode, 5);
+
+  // Another device's issued certificate, presented for this device.
+  const other = await makeCsr("x509-hub-other");
+  const otherAnswer = await registerWithCsr("x509-hub-other", { csr: other.csr });
+  const otherPem = (otherAnswer.json.registrationState.issuedCertificateChain as string[]).map(pem).join("");
+  const wrongDevice = await hubWithCertificate(state.assignedHub, state.deviceId, otherPem, other.keyPem);
+  t.teardown(() => wrongDevice.client.end());
+  t.is(wrongDevice.returnCode, 5);
+
+  // Without a certificate, an empty password is refused as before.
+  const none = await RawClient.open(em.endpoints.hub.tlsPort, { tls: { ca: em.caPem, servername: state.assignedHub } });
+  t.teardown(() => none.end());
+  t.is((await none.connect({ clientId: state.deviceId, username: `${state.assignedHub}/${state.deviceId}/?api-version=2021-04-12` })).returnCode, 5);
 });
