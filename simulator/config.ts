@@ -6,6 +6,7 @@
 // `"$schema": "../schemas/emulator-config.schema.json"`), then by the checks below, which also
 // cover what a schema cannot say (keys that decode to 16 bytes, hub names listed twice). An object
 // from code goes through the checks below, then the same schema.
+import { X509Certificate as NodeX509 } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { EmulatorError, INJECTABLE_STATUSES } from "./errors.js";
 import { formatIssues, validate } from "./json-schema.js";
@@ -14,9 +15,26 @@ import { isDeviceId } from "./topics.js";
 
 export type ReprovisionPolicy = "reprovisionAndMigrate" | "reprovisionAndReset" | "neverReprovision";
 
+/**
+ * X.509 attestation of an individual enrollment: the device's certificate (PEM) or its thumbprint
+ * (SHA-1 or SHA-256 hex, colons allowed); either matches.
+ */
+export interface IndividualX509 {
+  certificate?: string;
+  thumbprint?: string;
+}
+
+/** X.509 attestation of a group: the root or intermediate CA (PEM) that signed its members' certificates. */
+export interface GroupX509 {
+  caCertificate: string;
+}
+
 export interface IndividualEnrollment {
   registrationId: string;
-  primaryKey: string;
+  /** Symmetric key attestation (base64); absent when the enrollment has `x509`. */
+  primaryKey?: string;
+  /** X.509 attestation instead of keys (docs/EMULATOR.md, X.509 attestation). */
+  x509?: IndividualX509;
   secondaryKey?: string;
   enabled?: boolean;
   iotHubHostName?: string;
@@ -29,7 +47,10 @@ export interface IndividualEnrollment {
 
 export interface GroupEnrollment {
   groupId: string;
-  primaryKey: string;
+  /** The group key (base64); absent when the group has `x509`. */
+  primaryKey?: string;
+  /** X.509 attestation instead of keys. */
+  x509?: GroupX509;
   secondaryKey?: string;
   enabled?: boolean;
   iotHubHostName?: string;
@@ -220,6 +241,33 @@ function checkKeys(e: { primaryKey: unknown; secondaryKey?: unknown }, field: st
   }
 }
 
+/** Keys or x509, not both; a certificate must parse (a CA must be a CA). */
+function checkAttestation(e: { primaryKey?: unknown; secondaryKey?: unknown; x509?: unknown }, field: string, kind: "individual" | "group"): void {
+  if (e.x509 === undefined) return checkKeys(e as { primaryKey: unknown }, field);
+  if (e.primaryKey !== undefined || e.secondaryKey !== undefined) fail(field, "has both keys and x509: an enrollment has one attestation");
+  optionalObject(e.x509, `${field}.x509`);
+  const x = e.x509 as Record<string, unknown>;
+  const pem = (value: unknown, at: string): NodeX509 => {
+    if (typeof value !== "string") fail(at, "must be a PEM certificate");
+    try {
+      return new NodeX509(value);
+    } catch (error) {
+      fail(at, `is not a certificate: ${(error as Error).message}`);
+    }
+  };
+  if (kind === "individual") {
+    knownFields(x, ["certificate", "thumbprint"], `${field}.x509`);
+    if (x.certificate === undefined && x.thumbprint === undefined) fail(`${field}.x509`, "needs certificate (PEM) or thumbprint");
+    if (x.certificate !== undefined) pem(x.certificate, `${field}.x509.certificate`);
+    if (x.thumbprint !== undefined && (typeof x.thumbprint !== "string" || !/^(?:[0-9A-Fa-f]{2}[:\s]?){20}$|^(?:[0-9A-Fa-f]{2}[:\s]?){32}$/.test(x.thumbprint.trim()))) {
+      fail(`${field}.x509.thumbprint`, "must be a SHA-1 (40) or SHA-256 (64) hex thumbprint");
+    }
+  } else {
+    knownFields(x, ["caCertificate"], `${field}.x509`);
+    if (!pem(x.caCertificate, `${field}.x509.caCertificate`).ca) fail(`${field}.x509.caCertificate`, "is not a CA certificate (basicConstraints CA:true)");
+  }
+}
+
 function checkPolicy(value: unknown, field: string): void {
   if (value !== undefined && !POLICIES.includes(value as ReprovisionPolicy)) fail(field, `must be one of ${POLICIES.join(", ")}`);
 }
@@ -227,7 +275,7 @@ function checkPolicy(value: unknown, field: string): void {
 export function checkIndividualEnrollment(e: IndividualEnrollment, field = "enrollment"): void {
   if (typeof e !== "object" || e === null) fail(field, "must be an object");
   checkRegistrationId(e.registrationId, `${field}.registrationId`);
-  checkKeys(e, field);
+  checkAttestation(e, field, "individual");
   optionalBoolean(e.enabled, `${field}.enabled`);
   optionalObject(e.initialTwin, `${field}.initialTwin`);
   optionalObject(e.allocationPayload, `${field}.allocationPayload`);
@@ -239,7 +287,7 @@ export function checkIndividualEnrollment(e: IndividualEnrollment, field = "enro
 export function checkGroupEnrollment(e: GroupEnrollment, field = "group"): void {
   if (typeof e !== "object" || e === null) fail(field, "must be an object");
   checkRegistrationId(e.groupId, `${field}.groupId`);
-  checkKeys(e, field);
+  checkAttestation(e, field, "group");
   optionalBoolean(e.enabled, `${field}.enabled`);
   optionalObject(e.initialTwin, `${field}.initialTwin`);
   optionalObject(e.allocationPayload, `${field}.allocationPayload`);

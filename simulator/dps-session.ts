@@ -16,10 +16,10 @@ import type { IConnectPacket, IPublishPacket, ISubscribePacket } from "mqtt-pack
 import type { FaultRule, MalformedKind } from "./config.js";
 import type { FaultSubject } from "./faults.js";
 import { Counters } from "./log.js";
-import { MqttSession, type SessionContext } from "./mqtt-session.js";
-import { parseSasToken, type SasFailure, type SasToken } from "./sas.js";
+import { MqttSession, peerCertificateChainOf, type SessionContext } from "./mqtt-session.js";
+import { parseSasToken } from "./sas.js";
 import { breakChain } from "./issuance.js";
-import type { Answer, CsrOutcome } from "./service.js";
+import type { Answer, CsrOutcome, DeviceCredential } from "./service.js";
 import type { SlidingKeyLimit, WindowLimit } from "./throttle.js";
 import { DPS_CSR_API_VERSION, DPS_RESPONSE_FILTER, dpsResponseTopic, parseDpsRequestTopic, parseDpsUserName } from "./topics.js";
 
@@ -36,7 +36,7 @@ export class DpsSession extends MqttSession {
   registrationId: string | undefined;
   #idScope = "";
   #apiVersion = "";
-  #token: SasToken | SasFailure = "missing-token";
+  #token: DeviceCredential = "missing-token";
   /** Granted QoS of the response subscription; -1 until the device subscribes. */
   #responseQos = -1;
 
@@ -60,7 +60,9 @@ export class DpsSession extends MqttSession {
     if (!packet.clientId) return this.connack(2);
     this.registrationId = packet.clientId;
     // The token is parsed now and checked on each request (the enrollment may change meanwhile).
-    this.#token = parseSasToken(packet.password);
+    // An empty password with a TLS client certificate is X.509 attestation.
+    const chain = packet.password === undefined || packet.password.length === 0 ? peerCertificateChainOf(this.socket) : undefined;
+    this.#token = chain !== undefined ? { x509: chain } : parseSasToken(packet.password);
     this.withFault("connect", this.#subject("connect"), {
       connack: (code) => this.connack(code),
       status: (rule) => this.connack(connackForStatus(rule.status ?? 500)),

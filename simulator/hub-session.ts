@@ -15,7 +15,9 @@
 //   PUBLISH  devices/sensor%3A01/messages/events/                       -> closed: another device's topic
 //   SUBSCRIBE devices/sensor:01/messages/devicebound/#  -> PUBLISH devices/sensor:01/messages/devicebound/%24.mid=..&%24.to=..  (QoS 1, until PUBACK)
 //   PUBLISH  $iothub/twin/PATCH/properties/reported/?$rid=4  {"fw":"1.0"}  -> $iothub/twin/res/204/?$rid=4&$version=3
+import { X509Certificate as NodeX509 } from "node:crypto";
 import type { Socket } from "node:net";
+import { commonNameOf, thumbprintOf } from "./issuance.js";
 import type { IConnectPacket, IPublishPacket, ISubscribePacket } from "mqtt-packet";
 import type { FaultSubject } from "./faults.js";
 import { Counters } from "./log.js";
@@ -70,14 +72,25 @@ export class HubSession extends MqttSession implements BrokerSession {
 
   /**
    * X.509 CONNECT (empty password, a TLS client certificate): the certificate must be one DPS
-   * issued to this device from its CSR (signed by the emulator's issuing CA, valid now, CN = the
-   * device id or its registration id, its thumbprint among the device's issued certificates). Returns why not, or undefined.
+   * issued to this device from its CSR or that the device attested with at DPS (its thumbprint
+   * among the device's certificates), valid now, with the device id or its registration id as CN.
+   * Returns why not, or undefined.
    */
   #checkCertificate(der: Buffer, device: HubDevice): string | undefined {
-    const checked = this.ctx.issuance.issuer.check(der, this.ctx.now());
-    if (!checked.ok) return checked.reason;
-    if (checked.commonName !== device.deviceId && checked.commonName !== device.registrationId) return "certificate-cn-mismatch";
-    if (!device.issuedCertificates?.some((c) => c.thumbprint === checked.thumbprint)) return "certificate-not-issued-to-device";
+    let cert: NodeX509;
+    try {
+      cert = new NodeX509(der);
+    } catch {
+      return "not-a-certificate";
+    }
+    const thumbprint = thumbprintOf(der);
+    const now = this.ctx.now();
+    if (!device.certificates?.some((c) => c.thumbprint === thumbprint)) {
+      return this.ctx.issuance.issuer.check(der, now).ok ? "certificate-not-issued-to-device" : "unknown-certificate";
+    }
+    if (now < Date.parse(cert.validFrom) || now > Date.parse(cert.validTo)) return "certificate-expired";
+    const cn = commonNameOf(cert.subject);
+    if (cn !== device.deviceId && cn !== device.registrationId) return "certificate-cn-mismatch";
     return undefined;
   }
 

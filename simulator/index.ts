@@ -351,9 +351,9 @@ class EmulatorImpl implements Emulator {
       };
       let server: TcpServer;
       if (secure) {
-        // The hub asks for a client certificate (X.509 devices) and judges it itself in CONNECT
-        // (simulator/hub-session.ts): a device without one goes on with its SAS token.
-        const tlsServer = createTlsServer(kind === "hub" ? { ...tlsOptions, requestCert: true, rejectUnauthorized: false } : tlsOptions);
+        // DPS and the hub ask for a client certificate (X.509 devices) and judge it themselves
+        // (simulator/service.ts, simulator/hub-session.ts): a device without one goes on with its SAS token.
+        const tlsServer = createTlsServer({ ...tlsOptions, requestCert: true, rejectUnauthorized: false });
         // Runs after Node has wrapped the socket in a TLSSocket, before any byte of it is read.
         tlsServer.on("connection", (raw: Socket) => this.#admit(kind, raw));
         tlsServer.on("secureConnection", (socket: TLSSocket) => accept(socket));

@@ -273,3 +273,35 @@ function toPem(label: string, der: Buffer): string {
   const body = der.toString("base64").replace(/(.{64})/g, "$1\n").replace(/\n$/, "");
   return `-----BEGIN ${label}-----\n${body}\n-----END ${label}-----\n`;
 }
+
+// ---- X.509 attestation (certificates the device brings) ------------------------------------------
+
+/** SHA-1 and SHA-256 thumbprints of a certificate, upper-case hex without separators. */
+export function thumbprintsOf(der: Buffer | Uint8Array): [sha1: string, sha256: string] {
+  return [createHash("sha1").update(der).digest("hex").toUpperCase(), thumbprintOf(der)];
+}
+
+/** A thumbprint as written in a config (hex, with or without colons or spaces, any case), normalised. */
+export function normaliseThumbprint(text: string): string {
+  return text.replace(/[\s:]/g, "").toUpperCase();
+}
+
+/**
+ * Whether `leaf` chains to `anchor` through the `presented` certificates (those the device sent
+ * after its leaf, in any order): each link issued by the next (names and signature), each issuer a
+ * CA, every certificate valid at `nowMs`; at most 8 links. The anchor itself may be among the
+ * presented ones or not.
+ */
+export function chainsTo(leaf: NodeX509, presented: readonly NodeX509[], anchor: NodeX509, nowMs: number): boolean {
+  const valid = (c: NodeX509): boolean => nowMs >= Date.parse(c.validFrom) && nowMs <= Date.parse(c.validTo);
+  if (!valid(anchor) || !anchor.ca) return false;
+  let current = leaf;
+  for (let depth = 0; depth < 8; depth++) {
+    if (!valid(current)) return false;
+    if (current.checkIssued(anchor) && current.verify(anchor.publicKey)) return true;
+    const next = presented.find((c) => c !== current && c.ca && current.checkIssued(c) && current.verify(c.publicKey));
+    if (!next) return false;
+    current = next;
+  }
+  return false;
+}

@@ -315,3 +315,17 @@ export function peerCertificateOf(socket: Socket): Buffer | undefined {
   const cert = tls.getPeerCertificate(false);
   return cert && Buffer.isBuffer(cert.raw) && cert.raw.length > 0 ? cert.raw : undefined;
 }
+
+/** The certificates a TLS peer presented, leaf first (DER), or undefined when it presented none. */
+export function peerCertificateChainOf(socket: Socket): Buffer[] | undefined {
+  const tls = socket as TLSSocket;
+  if (typeof tls.getPeerCertificate !== "function") return undefined;
+  let cert = tls.getPeerCertificate(true) as { raw?: Buffer; issuerCertificate?: unknown } | undefined;
+  const out: Buffer[] = [];
+  while (cert && Buffer.isBuffer(cert.raw) && cert.raw.length > 0 && out.length < 10) {
+    if (out.some((c) => c.equals(cert!.raw as Buffer))) break; // a self-signed root points at itself
+    out.push(cert.raw);
+    cert = cert.issuerCertificate as typeof cert;
+  }
+  return out.length > 0 ? out : undefined;
+}

@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as x509 from "@peculiar/x509";
 import { dpsDevice, keyFor, RawClient, withEmulator, type DpsAnswer } from "./helpers.js";
+import { officialRegisterX509 } from "./interop.js";
 
 type Em = Awaited<ReturnType<typeof withEmulator>>;
 let em: Em;
@@ -238,4 +239,73 @@ test("hub x509: a device connects with the certificate DPS issued it (empty pass
   const none = await RawClient.open(em.endpoints.hub.tlsPort, { tls: { ca: em.caPem, servername: state.assignedHub } });
   t.teardown(() => none.end());
   t.is((await none.connect({ clientId: state.deviceId, username: `${state.assignedHub}/${state.deviceId}/?api-version=2021-04-12` })).returnCode, 5);
+});
+
+/** A certificate for `cn` signed by `issuer` (self-signed when absent); CA when `ca`. PEMs of the certificate and its key. */
+async function makeCert(cn: string, options: { issuer?: { certPem: string; keys: webcrypto.CryptoKeyPair }; ca?: boolean; notAfter?: Date } = {}): Promise<{ certPem: string; keyPem: string; keys: webcrypto.CryptoKeyPair }> {
+  const keys = (await subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, true, ["sign", "verify"])) as webcrypto.CryptoKeyPair;
+  const extensions = options.ca
+    ? [new x509.BasicConstraintsExtension(true, 1, true), new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.digitalSignature, true)]
+    : [new x509.BasicConstraintsExtension(false, undefined, true), new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth])];
+  const common = {
+    serialNumber: Buffer.from(webcrypto.getRandomValues(new Uint8Array(8))).toString("hex").replace(/^[89a-f]/, "1"),
+    notBefore: new Date(Date.now() - 60_000),
+    notAfter: options.notAfter ?? new Date(Date.now() + 86_400_000),
+    signingAlgorithm: { name: "ECDSA", hash: "SHA-256" },
+    extensions,
+  };
+  const cert = options.issuer
+    ? await x509.X509CertificateGenerator.create({
+        ...common,
+        subject: `CN=${cn}`,
+        issuer: new x509.X509Certificate(options.issuer.certPem).subject,
+        publicKey: keys.publicKey as never,
+        signingKey: options.issuer.keys.privateKey as never,
+      })
+    : await x509.X509CertificateGenerator.createSelfSigned({ ...common, name: `CN=${cn}`, keys: keys as never });
+  const pkcs8 = Buffer.from(await subtle.exportKey("pkcs8", keys.privateKey)).toString("base64");
+  return { certPem: cert.toString("pem") + "\n", keyPem: `-----BEGIN PRIVATE KEY-----\n${pkcs8}\n-----END PRIVATE KEY-----\n`, keys };
+}
+
+test("x509 attestation: the official client (X509Security) provisions an individual enrollment by certificate and one by thumbprint, then connects to the hub with the same certificate", async (t) => {
+  const host = `127.0.0.1:${em.endpoints.dps.tlsPort}`;
+  const byCert = await makeCert("x509-individual");
+  em.addIndividualEnrollment({ registrationId: "x509-individual", x509: { certificate: byCert.certPem } });
+  const state = await officialRegisterX509(host, em.idScope, "x509-individual", byCert.certPem, byCert.keyPem, em.caPem);
+  t.like(state, { registrationId: "x509-individual", deviceId: "x509-individual", status: "assigned" });
+
+  const byThumb = await makeCert("x509-thumb");
+  const sha1 = new X509Certificate(byThumb.certPem).fingerprint; // AB:CD:... form
+  em.addIndividualEnrollment({ registrationId: "x509-thumb", x509: { thumbprint: sha1 } });
+  t.like(await officialRegisterX509(host, em.idScope, "x509-thumb", byThumb.certPem, byThumb.keyPem, em.caPem), { status: "assigned" });
+
+  const hub = await hubWithCertificate(state.assignedHub, "x509-individual", byCert.certPem, byCert.keyPem);
+  t.teardown(() => hub.client.end());
+  t.is(hub.returnCode, 0);
+});
+
+test("x509 attestation: a group member whose certificate chains to the group's CA through an intermediate it sends provisions; a certificate from another CA, or with a CN that is not the registration id, gets 401", async (t) => {
+  const host = `127.0.0.1:${em.endpoints.dps.tlsPort}`;
+  const root = await makeCert("x509 group root", { ca: true });
+  const intermediate = await makeCert("x509 group intermediate", { ca: true, issuer: { certPem: root.certPem, keys: root.keys } });
+  em.addGroupEnrollment({ groupId: "x509-group", x509: { caCertificate: root.certPem } });
+  const member = await makeCert("x509-member-1", { issuer: { certPem: intermediate.certPem, keys: intermediate.keys } });
+  const state = await officialRegisterX509(host, em.idScope, "x509-member-1", member.certPem + intermediate.certPem, member.keyPem, em.caPem);
+  t.like(state, { registrationId: "x509-member-1", status: "assigned" });
+  t.is(em.registration("x509-member-1")?.enrollment.kind, "group");
+
+  const stranger = await makeCert("x509-stranger");
+  const refused = await officialRegisterX509(host, em.idScope, "x509-stranger", stranger.certPem, stranger.keyPem, em.caPem).catch((e: unknown) => e);
+  t.true(refused instanceof Error);
+  t.regex(String((refused as { name?: string }).name), /Unauthorized/);
+
+  // Raw: the registration id differs from the certificate's CN, and the password is empty.
+  const wrongCn = await makeCert("x509-member-2", { issuer: { certPem: intermediate.certPem, keys: intermediate.keys } });
+  const client = await RawClient.open(em.endpoints.dps.tlsPort, { tls: { ca: em.caPem, cert: wrongCn.certPem + intermediate.certPem, key: wrongCn.keyPem } });
+  t.teardown(() => client.end());
+  t.is((await client.connect({ clientId: "x509-member-3", username: `${em.idScope}/registrations/x509-member-3/api-version=2021-06-01` })).returnCode, 0);
+  await client.subscribe("$dps/registrations/res/#");
+  await client.publish("$dps/registrations/PUT/iotdps-register/?$rid=1", JSON.stringify({ registrationId: "x509-member-3" }));
+  const answer = JSON.parse((await client.nextPublish()).payload.toString());
+  t.is(answer.errorCode, 401002);
 });
