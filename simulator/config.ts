@@ -29,12 +29,33 @@ export interface GroupX509 {
   caCertificate: string;
 }
 
+/** Certificate metadata as DPS returns it with a trust bundle's certificate (computed from the PEM when absent). */
+export interface TrustBundleMetadata {
+  subjectName?: string;
+  sha1Thumbprint?: string;
+  sha256Thumbprint?: string;
+  issuerName?: string;
+  notBeforeUtc?: string;
+  notAfterUtc?: string;
+  serialNumber?: string;
+  version?: number;
+}
+
+/** CA certificates DPS hands the device in the assigned registration state (`registrationState.trustBundle`). */
+export interface TrustBundle {
+  id: string;
+  etag?: string;
+  certificates: { certificate: string; metadata?: TrustBundleMetadata }[];
+}
+
 export interface IndividualEnrollment {
   registrationId: string;
   /** Symmetric key attestation (base64); absent when the enrollment has `x509`. */
   primaryKey?: string;
   /** X.509 attestation instead of keys (docs/EMULATOR.md, X.509 attestation). */
   x509?: IndividualX509;
+  /** Returned in the assigned registration state. */
+  trustBundle?: TrustBundle;
   secondaryKey?: string;
   enabled?: boolean;
   iotHubHostName?: string;
@@ -51,6 +72,8 @@ export interface GroupEnrollment {
   primaryKey?: string;
   /** X.509 attestation instead of keys. */
   x509?: GroupX509;
+  /** Returned in the assigned registration state of every member. */
+  trustBundle?: TrustBundle;
   secondaryKey?: string;
   enabled?: boolean;
   iotHubHostName?: string;
@@ -268,6 +291,30 @@ function checkAttestation(e: { primaryKey?: unknown; secondaryKey?: unknown; x50
   }
 }
 
+const METADATA_FIELDS = ["subjectName", "sha1Thumbprint", "sha256Thumbprint", "issuerName", "notBeforeUtc", "notAfterUtc", "serialNumber", "version"];
+
+function checkTrustBundle(b: TrustBundle | undefined, field: string): void {
+  if (b === undefined) return;
+  optionalObject(b, field);
+  knownFields(b, ["id", "etag", "certificates"], field);
+  if (typeof b.id !== "string" || b.id.length === 0 || b.id.length > 128) fail(`${field}.id`, "must be a string of 1-128 characters");
+  if (b.etag !== undefined && typeof b.etag !== "string") fail(`${field}.etag`, "must be a string");
+  if (!Array.isArray(b.certificates) || b.certificates.length === 0) fail(`${field}.certificates`, "must list at least one certificate");
+  b.certificates.forEach((c, i) => {
+    const at = `${field}.certificates[${i}]`;
+    optionalObject(c, at);
+    knownFields(c, ["certificate", "metadata"], at);
+    if (typeof c.certificate !== "string") fail(`${at}.certificate`, "must be a PEM certificate");
+    try {
+      new NodeX509(c.certificate);
+    } catch (error) {
+      fail(`${at}.certificate`, `is not a certificate: ${(error as Error).message}`);
+    }
+    optionalObject(c.metadata, `${at}.metadata`);
+    if (c.metadata !== undefined) knownFields(c.metadata, METADATA_FIELDS, `${at}.metadata`);
+  });
+}
+
 function checkPolicy(value: unknown, field: string): void {
   if (value !== undefined && !POLICIES.includes(value as ReprovisionPolicy)) fail(field, `must be one of ${POLICIES.join(", ")}`);
 }
@@ -276,6 +323,7 @@ export function checkIndividualEnrollment(e: IndividualEnrollment, field = "enro
   if (typeof e !== "object" || e === null) fail(field, "must be an object");
   checkRegistrationId(e.registrationId, `${field}.registrationId`);
   checkAttestation(e, field, "individual");
+  checkTrustBundle(e.trustBundle, `${field}.trustBundle`);
   optionalBoolean(e.enabled, `${field}.enabled`);
   optionalObject(e.initialTwin, `${field}.initialTwin`);
   optionalObject(e.allocationPayload, `${field}.allocationPayload`);
@@ -288,6 +336,7 @@ export function checkGroupEnrollment(e: GroupEnrollment, field = "group"): void 
   if (typeof e !== "object" || e === null) fail(field, "must be an object");
   checkRegistrationId(e.groupId, `${field}.groupId`);
   checkAttestation(e, field, "group");
+  checkTrustBundle(e.trustBundle, `${field}.trustBundle`);
   optionalBoolean(e.enabled, `${field}.enabled`);
   optionalObject(e.initialTwin, `${field}.initialTwin`);
   optionalObject(e.allocationPayload, `${field}.allocationPayload`);

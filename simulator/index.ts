@@ -28,7 +28,7 @@ import { Random } from "./random.js";
 import { ProvisioningService, type RegistrationRecord, type TelemetryMessage } from "./service.js";
 import { SlidingKeyLimit, WindowLimit } from "./throttle.js";
 
-export type { CertificateIssuanceConfig, EmulatorConfig, FaultRule, FaultStep, GroupEnrollment, HubConfig, IndividualEnrollment, MalformedKind, ReprovisionPolicy, ServiceApiConfig, ServicePolicy } from "./config.js";
+export type { CertificateIssuanceConfig, TrustBundle, TrustBundleMetadata, EmulatorConfig, FaultRule, FaultStep, GroupEnrollment, HubConfig, IndividualEnrollment, MalformedKind, ReprovisionPolicy, ServiceApiConfig, ServicePolicy } from "./config.js";
 export type { RegistrationRecord, TelemetryMessage } from "./service.js";
 export type { LogLevel, LogSink } from "./log.js";
 export { EmulatorError, HubServiceError } from "./errors.js";

@@ -3,7 +3,7 @@
 // retry-after). The MQTT and HTTPS front ends only move bytes; everything a device can observe
 // about DPS's decisions is made here, which is what the unit tests drive directly.
 import { createHash, randomBytes, X509Certificate as NodeX509 } from "node:crypto";
-import type { EmulatorConfig, GroupEnrollment, IndividualEnrollment, ReprovisionPolicy } from "./config.js";
+import type { EmulatorConfig, GroupEnrollment, IndividualEnrollment, ReprovisionPolicy, TrustBundle, TrustBundleMetadata } from "./config.js";
 import { checkGroupEnrollment, checkIndividualEnrollment, checkMaxMessageBytes, HUB_MAX_MESSAGE_BYTES } from "./config.js";
 import { EmulatorError, errorBody, timestampUtc } from "./errors.js";
 import type { C2dMessage } from "./hub-features.js";
@@ -29,6 +29,8 @@ export interface RegistrationRecord {
   payload?: object;
   /** The `payload` the device sent with its request, if any. */
   requestPayload?: unknown;
+  /** The enrollment's trust bundle as the registration state carries it (assigned only). */
+  trustBundle?: Record<string, unknown>;
   /** The certificate last issued from the device's CSR (simulator/issuance.ts). */
   issuedCertificate?: { thumbprint: string; notAfter: string };
 }
@@ -589,6 +591,8 @@ export class ProvisioningService {
     record.deviceId = deviceId;
     if (enrollment.allocationPayload !== undefined) record.payload = enrollment.allocationPayload;
     else delete record.payload;
+    if (enrollment.source.trustBundle !== undefined) record.trustBundle = trustBundleState(enrollment.source.trustBundle);
+    else delete record.trustBundle;
     const state = registrationState(record);
     if (operation.attested) {
       const attested = operation.attested;
@@ -830,7 +834,35 @@ export function registrationState(record: RegistrationRecord): Record<string, un
   state.lastUpdatedDateTimeUtc = record.lastUpdatedDateTimeUtc;
   state.etag = record.etag;
   if (record.payload !== undefined && record.status === "assigned") state.payload = record.payload;
+  if (record.trustBundle !== undefined && record.status === "assigned") state.trustBundle = record.trustBundle;
   return state;
+}
+
+/**
+ * A trust bundle as the registration state carries it:
+ *   {"id":"tb-1","etag":"...","certificates":[{"certificate":"-----BEGIN CERTIFICATE-----...",
+ *    "metadata":{"subjectName":"CN=Root","sha1Thumbprint":"...","sha256Thumbprint":"...","issuerName":"CN=Root",
+ *    "notBeforeUtc":"2026-...Z","notAfterUtc":"2036-...Z","serialNumber":"...","version":3}}]}
+ * Metadata a config leaves out is computed from the certificate; the etag defaults to a hash of the PEMs.
+ */
+export function trustBundleState(bundle: TrustBundle): Record<string, unknown> {
+  const certificates = bundle.certificates.map((c) => {
+    const cert = new NodeX509(c.certificate);
+    const [sha1, sha256] = thumbprintsOf(cert.raw);
+    const computed: TrustBundleMetadata = {
+      subjectName: cert.subject.split("\n").reverse().join(", "),
+      sha1Thumbprint: sha1,
+      sha256Thumbprint: sha256,
+      issuerName: cert.issuer.split("\n").reverse().join(", "),
+      notBeforeUtc: new Date(cert.validFrom).toISOString(),
+      notAfterUtc: new Date(cert.validTo).toISOString(),
+      serialNumber: cert.serialNumber,
+      version: 3,
+    };
+    return { certificate: c.certificate, metadata: { ...computed, ...(c.metadata ?? {}) } };
+  });
+  const etag = bundle.etag ?? createHash("sha256").update(bundle.certificates.map((c) => c.certificate).join("")).digest("base64").slice(0, 22);
+  return { id: bundle.id, etag, certificates };
 }
 
 /** An enrollment's initial twin: `{"tags":{...},"properties":{"desired":{...}}}`. */

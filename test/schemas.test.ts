@@ -13,7 +13,7 @@ import { dirname, join, resolve } from "node:path";
 import type { Scenario, ScenarioExpectations, TimelineStep } from "../hosts/desktop/scenario.js";
 import { checkScenario } from "../hosts/desktop/scenario.js";
 import { defaultRetryPolicy, retryPolicy } from "../modules/retry-policy.js";
-import { checkConfig, type EmulatorConfig, type FaultRule, type GroupEnrollment, type HubConfig, type IndividualEnrollment } from "../simulator/config.js";
+import { checkConfig, type EmulatorConfig, type FaultRule, type GroupEnrollment, type HubConfig, type IndividualEnrollment, type TrustBundle, type TrustBundleMetadata } from "../simulator/config.js";
 import { formatIssues, formatPath, loadSchema, nearest, SCHEMA_DIRECTORY, validate } from "../simulator/json-schema.js";
 import { projectRoot } from "./support/xs.js";
 
@@ -177,6 +177,8 @@ test("agreement: a scenario with every key the code's types declare validates an
 test("agreement: an emulator config with every key the code's types declare validates and passes checkConfig", (t) => {
   const hub: Required<HubConfig> = { hostName: "hub-1.azure-devices.localhost", allocationWeight: 1, maxMessageBytes: 1024, sharedAccessPolicies: [{ keyName: "iothubowner", primaryKey: KEY, secondaryKey: KEY }] };
   const twin = { tags: { a: 1 }, properties: { desired: { b: 2 } } };
+  const metadata: Required<TrustBundleMetadata> = { subjectName: "CN=a", sha1Thumbprint: "A", sha256Thumbprint: "B", issuerName: "CN=a", notBeforeUtc: "2026-01-01T00:00:00Z", notAfterUtc: "2036-01-01T00:00:00Z", serialNumber: "01", version: 3 };
+  const trustBundle: Required<TrustBundle> = { id: "tb-1", etag: "e", certificates: [{ certificate: CA_PEM, metadata }] };
   // Keys and x509 exclude each other: every key of the type is covered by two enrollments.
   const individual: Required<Omit<IndividualEnrollment, "x509">> = {
     registrationId: "d1",
@@ -188,6 +190,7 @@ test("agreement: an emulator config with every key the code's types declare vali
     allocationPayload: { c: 3 },
     deviceId: "d1",
     reprovisionPolicy: "reprovisionAndReset",
+    trustBundle,
   };
   const individualX509: Required<Omit<IndividualEnrollment, "primaryKey" | "secondaryKey">> = {
     ...individual,
@@ -196,7 +199,7 @@ test("agreement: an emulator config with every key the code's types declare vali
     x509: { certificate: CA_PEM, thumbprint: "AB".repeat(32) } satisfies Required<NonNullable<IndividualEnrollment["x509"]>>,
   };
   const { primaryKey: _p, secondaryKey: _s, ...individualX509Only } = individualX509 as IndividualEnrollment;
-  const group: Required<Omit<GroupEnrollment, "x509">> = { groupId: "g", primaryKey: KEY, secondaryKey: KEY, enabled: true, iotHubHostName: hub.hostName, initialTwin: twin, allocationPayload: {}, disabledRegistrations: ["x"], reprovisionPolicy: "neverReprovision" };
+  const group: Required<Omit<GroupEnrollment, "x509">> = { groupId: "g", primaryKey: KEY, secondaryKey: KEY, enabled: true, iotHubHostName: hub.hostName, initialTwin: twin, allocationPayload: {}, disabledRegistrations: ["x"], reprovisionPolicy: "neverReprovision", trustBundle };
   const config: Required<EmulatorConfig> = {
     $schema: "../schemas/emulator-config.schema.json",
     idScope: "0ne00000001",

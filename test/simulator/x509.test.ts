@@ -309,3 +309,31 @@ test("x509 attestation: a group member whose certificate chains to the group's C
   const answer = JSON.parse((await client.nextPublish()).payload.toString());
   t.is(answer.errorCode, 401002);
 });
+
+test("trust bundle: an enrollment's trustBundle comes back in the assigned registration state, metadata computed from each certificate unless given", async (t) => {
+  const rootA = await makeCert("Trust Root A", { ca: true });
+  const rootB = await makeCert("Trust Root B", { ca: true });
+  em.addIndividualEnrollment({
+    registrationId: "tb-dev",
+    primaryKey: keyFor("tb-dev"),
+    trustBundle: { id: "tb-1", etag: "etag-1", certificates: [{ certificate: rootA.certPem }, { certificate: rootB.certPem, metadata: { subjectName: "Given Name" } }] },
+  });
+  const device = await dpsDevice(em, "tb-dev", keyFor("tb-dev"));
+  t.teardown(() => device.client.end());
+  const accepted = await device.register();
+  const state = (await device.poll(accepted.json.operationId)).json.registrationState;
+  t.is(state.trustBundle.id, "tb-1");
+  t.is(state.trustBundle.etag, "etag-1");
+  t.is(state.trustBundle.certificates.length, 2);
+  const a = new X509Certificate(rootA.certPem);
+  t.is(state.trustBundle.certificates[0].certificate, rootA.certPem);
+  t.like(state.trustBundle.certificates[0].metadata, {
+    subjectName: "CN=Trust Root A",
+    sha1Thumbprint: a.fingerprint.replaceAll(":", ""),
+    sha256Thumbprint: a.fingerprint256.replaceAll(":", ""),
+    notAfterUtc: new Date(a.validTo).toISOString(),
+    version: 3,
+  });
+  t.is(state.trustBundle.certificates[1].metadata.subjectName, "Given Name");
+  t.throws(() => em.addIndividualEnrollment({ registrationId: "tb-bad", primaryKey: keyFor("tb-bad"), trustBundle: { id: "x", certificates: [{ certificate: "nope" }] } }), { message: /trustBundle.certificates\[0\].certificate: is not a certificate/ });
+});
