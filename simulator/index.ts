@@ -97,6 +97,12 @@ export interface EmulatorOptions {
   maxIdleMs?: number;
   /** A TLS socket that has not completed its handshake within this is destroyed (default 10,000 ms; `closed-tls-handshake-timeout`). */
   tlsHandshakeTimeoutMs?: number;
+  /**
+   * Whether the MQTT TLS listeners (DPS and hub) ask clients for a certificate (default true: X.509
+   * attestation and X.509 hub devices need it; a client without one goes on with its SAS token).
+   * false: no CertificateRequest in the handshake, for a TLS stack that mishandles one.
+   */
+  requestClientCertificates?: boolean;
   /** Highest TLS version offered (default "TLSv1.3"; "TLSv1.2" is cheaper per handshake). TLS 1.2 is the minimum. */
   tlsMaxVersion?: "TLSv1.2" | "TLSv1.3";
 }
@@ -353,7 +359,7 @@ class EmulatorImpl implements Emulator {
       if (secure) {
         // DPS and the hub ask for a client certificate (X.509 devices) and judge it themselves
         // (simulator/service.ts, simulator/hub-session.ts): a device without one goes on with its SAS token.
-        const tlsServer = createTlsServer({ ...tlsOptions, requestCert: true, rejectUnauthorized: false });
+        const tlsServer = createTlsServer(options.requestClientCertificates === false ? tlsOptions : { ...tlsOptions, requestCert: true, rejectUnauthorized: false });
         // Runs after Node has wrapped the socket in a TLSSocket, before any byte of it is read.
         tlsServer.on("connection", (raw: Socket) => this.#admit(kind, raw));
         tlsServer.on("secureConnection", (socket: TLSSocket) => accept(socket));

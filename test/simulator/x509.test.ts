@@ -337,3 +337,20 @@ test("trust bundle: an enrollment's trustBundle comes back in the assigned regis
   t.is(state.trustBundle.certificates[1].metadata.subjectName, "Given Name");
   t.throws(() => em.addIndividualEnrollment({ registrationId: "tb-bad", primaryKey: keyFor("tb-bad"), trustBundle: { id: "x", certificates: [{ certificate: "nope" }] } }), { message: /trustBundle.certificates\[0\].certificate: is not a certificate/ });
 });
+
+test("requestClientCertificates false: the listeners ask for no certificate, so a certificate-only CONNECT gets CONNACK 5 while SAS devices are unaffected", async (t) => {
+  const plain = await withEmulator({ requestClientCertificates: false });
+  t.teardown(() => plain.dispose());
+  const device = await makeCert("no-request");
+  plain.addIndividualEnrollment({ registrationId: "no-request", x509: { certificate: device.certPem } });
+  const client = await RawClient.open(plain.endpoints.dps.tlsPort, { tls: { ca: plain.caPem, cert: device.certPem, key: device.keyPem } });
+  t.teardown(() => client.end());
+  t.is((await client.connect({ clientId: "no-request", username: `${plain.idScope}/registrations/no-request/api-version=2021-06-01` })).returnCode, 0);
+  await client.subscribe("$dps/registrations/res/#");
+  await client.publish("$dps/registrations/PUT/iotdps-register/?$rid=1", JSON.stringify({ registrationId: "no-request" }));
+  t.is(JSON.parse((await client.nextPublish()).payload.toString()).errorCode, 401002);
+  plain.addIndividualEnrollment({ registrationId: "sas-still", primaryKey: keyFor("sas-still") });
+  const sas = await dpsDevice(plain, "sas-still", keyFor("sas-still"), { tls: true });
+  t.teardown(() => sas.client.end());
+  t.is((await sas.register()).status, 202);
+});
