@@ -108,7 +108,10 @@ export interface EmulatorOptions {
 }
 
 export interface EmulatorCounters {
-  /** DPS answers per status code ("202", "200", "429", ...) and CONNACK codes ("connack-0", ...). */
+  /**
+   * DPS answers per status code ("202", "200", "429", ...) and CONNACK codes ("connack-0", ...);
+   * CSRs of register requests: "csr-issued", "csr-refused".
+   */
   dps: Record<string, number>;
   /**
    * Hub CONNACK codes ("connack-5"), "telemetry", "puback", "bad-packet"; twins: "twin-get",
