@@ -15,10 +15,13 @@ export interface TlsIdentity {
   caPath: string;
   certPem: string;
   keyPem: string;
+  /** The root CA's private key (PKCS#8 PEM): signs the issuing CA of simulator/issuance.ts. */
+  caKeyPem: string;
 }
 
 const IDENTITY_FILE = "identity.json";
-const IDENTITY_VERSION = 2;
+// 3: the root allows one CA below it (pathLenConstraint 1), for the issuing CA of simulator/issuance.ts.
+const IDENTITY_VERSION = 3;
 export const SERVER_NAMES = ["localhost", "*.azure-devices.localhost", "*.azure-devices-provisioning.localhost"];
 export const SERVER_IPS = ["127.0.0.1", "::1"];
 
@@ -65,7 +68,7 @@ export async function ensureTlsIdentity(stateDir: string): Promise<TlsIdentity> 
     writeFileSync(temp, stored.caPem);
     renameSync(temp, caPath);
   }
-  return { caPem: stored.caPem, caPath, certPem: stored.certPem, keyPem: stored.keyPem };
+  return { caPem: stored.caPem, caPath, certPem: stored.certPem, keyPem: stored.keyPem, caKeyPem: stored.caKeyPem };
 }
 
 function readIdentity(path: string): StoredIdentity | undefined {
@@ -95,7 +98,7 @@ async function createIdentity(): Promise<StoredIdentity> {
     signingAlgorithm: ALGORITHM,
     keys: caKeys,
     extensions: [
-      new x509.BasicConstraintsExtension(true, 0, true),
+      new x509.BasicConstraintsExtension(true, 1, true),
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
       await x509.SubjectKeyIdentifierExtension.create(caKeys.publicKey),
       // Self-referencing, as many public roots have it: the emulator sends the CA in its chain, and

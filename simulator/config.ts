@@ -6,6 +6,7 @@
 // `"$schema": "../schemas/emulator-config.schema.json"`), then by the checks below, which also
 // cover what a schema cannot say (keys that decode to 16 bytes, hub names listed twice). An object
 // from code goes through the checks below, then the same schema.
+import { X509Certificate as NodeX509 } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { EmulatorError, INJECTABLE_STATUSES } from "./errors.js";
 import { formatIssues, validate } from "./json-schema.js";
@@ -14,9 +15,47 @@ import { isDeviceId } from "./topics.js";
 
 export type ReprovisionPolicy = "reprovisionAndMigrate" | "reprovisionAndReset" | "neverReprovision";
 
+/**
+ * X.509 attestation of an individual enrollment: the device's certificate (PEM) or its thumbprint
+ * (SHA-1 or SHA-256 hex, colons allowed); either matches.
+ */
+export interface IndividualX509 {
+  certificate?: string;
+  thumbprint?: string;
+}
+
+/** X.509 attestation of a group: the root or intermediate CA (PEM) that signed its members' certificates. */
+export interface GroupX509 {
+  caCertificate: string;
+}
+
+/** Certificate metadata as DPS returns it with a trust bundle's certificate (computed from the PEM when absent). */
+export interface TrustBundleMetadata {
+  subjectName?: string;
+  sha1Thumbprint?: string;
+  sha256Thumbprint?: string;
+  issuerName?: string;
+  notBeforeUtc?: string;
+  notAfterUtc?: string;
+  serialNumber?: string;
+  version?: number;
+}
+
+/** CA certificates DPS hands the device in the assigned registration state (`registrationState.trustBundle`). */
+export interface TrustBundle {
+  id: string;
+  etag?: string;
+  certificates: { certificate: string; metadata?: TrustBundleMetadata }[];
+}
+
 export interface IndividualEnrollment {
   registrationId: string;
-  primaryKey: string;
+  /** Symmetric key attestation (base64); absent when the enrollment has `x509`. */
+  primaryKey?: string;
+  /** X.509 attestation instead of keys (docs/EMULATOR.md, X.509 attestation). */
+  x509?: IndividualX509;
+  /** Returned in the assigned registration state. */
+  trustBundle?: TrustBundle;
   secondaryKey?: string;
   enabled?: boolean;
   iotHubHostName?: string;
@@ -29,7 +68,12 @@ export interface IndividualEnrollment {
 
 export interface GroupEnrollment {
   groupId: string;
-  primaryKey: string;
+  /** The group key (base64); absent when the group has `x509`. */
+  primaryKey?: string;
+  /** X.509 attestation instead of keys. */
+  x509?: GroupX509;
+  /** Returned in the assigned registration state of every member. */
+  trustBundle?: TrustBundle;
   secondaryKey?: string;
   enabled?: boolean;
   iotHubHostName?: string;
@@ -40,8 +84,13 @@ export interface GroupEnrollment {
   reprovisionPolicy?: ReprovisionPolicy;
 }
 
-export type FaultStep = "connect" | "subscribe" | "register" | "poll" | "lookup" | "hub-connect" | "hub-publish" | "twin-get" | "twin-patch";
-export type MalformedKind = "non-json" | "missing-operation-id" | "wrong-types" | "truncated";
+export type FaultStep = "connect" | "subscribe" | "register" | "poll" | "lookup" | "hub-connect" | "hub-publish" | "twin-get" | "twin-patch" | "issuance";
+/**
+ * Garbled answers. At register, poll and lookup: the whole body (non-json, missing-operation-id,
+ * wrong-types, truncated). At issuance: the issued chain of an otherwise assigned answer
+ * (truncated, wrong-types, bad-signature, missing-issuer).
+ */
+export type MalformedKind = "non-json" | "missing-operation-id" | "wrong-types" | "truncated" | "bad-signature" | "missing-issuer";
 
 export interface FaultRule {
   step: FaultStep;
@@ -96,7 +145,20 @@ export interface EmulatorConfig {
   telemetryLimit?: number;
   /** The DPS service REST API (enrollments, registration states) on the HTTPS port. */
   serviceApi?: ServiceApiConfig;
+  /** Certificates issued from the CSR of a register request (API 2025-07-01-preview). */
+  certificateIssuance?: CertificateIssuanceConfig;
 }
+
+export interface CertificateIssuanceConfig {
+  /** Default true; false: a register request carrying a CSR gets 400. */
+  enabled?: boolean;
+  /** Lifetime of issued certificates, 30 s to 90 days (default 7 days). */
+  lifetimeSeconds?: number;
+}
+
+export const DEFAULT_CERTIFICATE_LIFETIME_SECONDS = 7 * 86_400;
+export const MAX_CERTIFICATE_LIFETIME_SECONDS = 90 * 86_400;
+export const MIN_CERTIFICATE_LIFETIME_SECONDS = 30;
 
 /** A shared access policy of the DPS service API (`skn` in a service token). */
 export interface ServicePolicy {
@@ -124,8 +186,15 @@ export const DEFAULT_CONFIG: EmulatorConfig = {
   hubs: [{ hostName: "hub-1.azure-devices.localhost" }],
 };
 
-export const FAULT_STEPS: readonly FaultStep[] = ["connect", "subscribe", "register", "poll", "lookup", "hub-connect", "hub-publish", "twin-get", "twin-patch"];
-export const MALFORMED_KINDS: readonly MalformedKind[] = ["non-json", "missing-operation-id", "wrong-types", "truncated"];
+export const FAULT_STEPS: readonly FaultStep[] = ["connect", "subscribe", "register", "poll", "lookup", "hub-connect", "hub-publish", "twin-get", "twin-patch", "issuance"];
+export const MALFORMED_KINDS: readonly MalformedKind[] = ["non-json", "missing-operation-id", "wrong-types", "truncated", "bad-signature", "missing-issuer"];
+/** The malformed kinds each step takes. */
+const MALFORMED_BY_STEP: Partial<Record<FaultStep, readonly MalformedKind[]>> = {
+  register: ["non-json", "missing-operation-id", "wrong-types", "truncated"],
+  poll: ["non-json", "missing-operation-id", "wrong-types", "truncated"],
+  lookup: ["non-json", "missing-operation-id", "wrong-types", "truncated"],
+  issuance: ["truncated", "wrong-types", "bad-signature", "missing-issuer"],
+};
 const POLICIES: readonly ReprovisionPolicy[] = ["reprovisionAndMigrate", "reprovisionAndReset", "neverReprovision"];
 
 /** IoT Hub's limit on a device-to-cloud message: 256 KiB. */
@@ -134,7 +203,7 @@ export const HUB_MAX_MESSAGE_BYTES = 256 * 1024;
 /** The schema of a config file, in schemas/ (simulator/json-schema.ts reads it). */
 export const CONFIG_SCHEMA = "emulator-config.schema.json";
 
-const CONFIG_FIELDS = ["$schema", "idScope", "hubs", "allocationPolicy", "assignAfterPolls", "retryAfterSeconds", "enrollments", "limits", "faults", "reprovisionPolicy", "unknownRegistrationStatus", "telemetryLimit", "serviceApi"];
+const CONFIG_FIELDS = ["$schema", "idScope", "hubs", "allocationPolicy", "assignAfterPolls", "retryAfterSeconds", "enrollments", "limits", "faults", "reprovisionPolicy", "unknownRegistrationStatus", "telemetryLimit", "serviceApi", "certificateIssuance"];
 const HUB_FIELDS = ["hostName", "allocationWeight", "maxMessageBytes", "sharedAccessPolicies"];
 const LIMIT_FIELDS = ["registrationsPerMinute", "operationsPerMinute", "pollsPerDevicePer10s", "twinOperationsPerSecond"] as const;
 
@@ -195,6 +264,57 @@ function checkKeys(e: { primaryKey: unknown; secondaryKey?: unknown }, field: st
   }
 }
 
+/** Keys or x509, not both; a certificate must parse (a CA must be a CA). */
+function checkAttestation(e: { primaryKey?: unknown; secondaryKey?: unknown; x509?: unknown }, field: string, kind: "individual" | "group"): void {
+  if (e.x509 === undefined) return checkKeys(e as { primaryKey: unknown }, field);
+  if (e.primaryKey !== undefined || e.secondaryKey !== undefined) fail(field, "has both keys and x509: an enrollment has one attestation");
+  optionalObject(e.x509, `${field}.x509`);
+  const x = e.x509 as Record<string, unknown>;
+  const pem = (value: unknown, at: string): NodeX509 => {
+    if (typeof value !== "string") fail(at, "must be a PEM certificate");
+    try {
+      return new NodeX509(value);
+    } catch (error) {
+      fail(at, `is not a certificate: ${(error as Error).message}`);
+    }
+  };
+  if (kind === "individual") {
+    knownFields(x, ["certificate", "thumbprint"], `${field}.x509`);
+    if (x.certificate === undefined && x.thumbprint === undefined) fail(`${field}.x509`, "needs certificate (PEM) or thumbprint");
+    if (x.certificate !== undefined) pem(x.certificate, `${field}.x509.certificate`);
+    if (x.thumbprint !== undefined && (typeof x.thumbprint !== "string" || !/^(?:[0-9A-Fa-f]{2}[:\s]?){20}$|^(?:[0-9A-Fa-f]{2}[:\s]?){32}$/.test(x.thumbprint.trim()))) {
+      fail(`${field}.x509.thumbprint`, "must be a SHA-1 (40) or SHA-256 (64) hex thumbprint");
+    }
+  } else {
+    knownFields(x, ["caCertificate"], `${field}.x509`);
+    if (!pem(x.caCertificate, `${field}.x509.caCertificate`).ca) fail(`${field}.x509.caCertificate`, "is not a CA certificate (basicConstraints CA:true)");
+  }
+}
+
+const METADATA_FIELDS = ["subjectName", "sha1Thumbprint", "sha256Thumbprint", "issuerName", "notBeforeUtc", "notAfterUtc", "serialNumber", "version"];
+
+function checkTrustBundle(b: TrustBundle | undefined, field: string): void {
+  if (b === undefined) return;
+  optionalObject(b, field);
+  knownFields(b, ["id", "etag", "certificates"], field);
+  if (typeof b.id !== "string" || b.id.length === 0 || b.id.length > 128) fail(`${field}.id`, "must be a string of 1-128 characters");
+  if (b.etag !== undefined && typeof b.etag !== "string") fail(`${field}.etag`, "must be a string");
+  if (!Array.isArray(b.certificates) || b.certificates.length === 0) fail(`${field}.certificates`, "must list at least one certificate");
+  b.certificates.forEach((c, i) => {
+    const at = `${field}.certificates[${i}]`;
+    optionalObject(c, at);
+    knownFields(c, ["certificate", "metadata"], at);
+    if (typeof c.certificate !== "string") fail(`${at}.certificate`, "must be a PEM certificate");
+    try {
+      new NodeX509(c.certificate);
+    } catch (error) {
+      fail(`${at}.certificate`, `is not a certificate: ${(error as Error).message}`);
+    }
+    optionalObject(c.metadata, `${at}.metadata`);
+    if (c.metadata !== undefined) knownFields(c.metadata, METADATA_FIELDS, `${at}.metadata`);
+  });
+}
+
 function checkPolicy(value: unknown, field: string): void {
   if (value !== undefined && !POLICIES.includes(value as ReprovisionPolicy)) fail(field, `must be one of ${POLICIES.join(", ")}`);
 }
@@ -202,7 +322,8 @@ function checkPolicy(value: unknown, field: string): void {
 export function checkIndividualEnrollment(e: IndividualEnrollment, field = "enrollment"): void {
   if (typeof e !== "object" || e === null) fail(field, "must be an object");
   checkRegistrationId(e.registrationId, `${field}.registrationId`);
-  checkKeys(e, field);
+  checkAttestation(e, field, "individual");
+  checkTrustBundle(e.trustBundle, `${field}.trustBundle`);
   optionalBoolean(e.enabled, `${field}.enabled`);
   optionalObject(e.initialTwin, `${field}.initialTwin`);
   optionalObject(e.allocationPayload, `${field}.allocationPayload`);
@@ -214,7 +335,8 @@ export function checkIndividualEnrollment(e: IndividualEnrollment, field = "enro
 export function checkGroupEnrollment(e: GroupEnrollment, field = "group"): void {
   if (typeof e !== "object" || e === null) fail(field, "must be an object");
   checkRegistrationId(e.groupId, `${field}.groupId`);
-  checkKeys(e, field);
+  checkAttestation(e, field, "group");
+  checkTrustBundle(e.trustBundle, `${field}.trustBundle`);
   optionalBoolean(e.enabled, `${field}.enabled`);
   optionalObject(e.initialTwin, `${field}.initialTwin`);
   optionalObject(e.allocationPayload, `${field}.allocationPayload`);
@@ -256,9 +378,9 @@ export function checkFaultRule(rule: FaultRule, field = "fault"): void {
   }
   if (rule.malformed !== undefined) {
     if (!MALFORMED_KINDS.includes(rule.malformed)) fail(`${field}.malformed`, `must be one of ${MALFORMED_KINDS.join(", ")}`);
-    if (rule.step !== "register" && rule.step !== "poll" && rule.step !== "lookup") {
-      fail(`${field}.malformed`, "applies only to the register, poll and lookup steps");
-    }
+    const kinds = MALFORMED_BY_STEP[rule.step];
+    if (kinds === undefined) fail(`${field}.malformed`, "applies only to the register, poll, lookup and issuance steps");
+    if (!kinds.includes(rule.malformed)) fail(`${field}.malformed`, `at step ${rule.step} must be one of ${kinds.join(", ")}`);
   }
   const known = new Set(["step", "registrationId", "groupId", "probability", "times", "status", "errorCode", "retryAfter", "connack", "drop", "delayMs", "malformed"]);
   for (const key of Object.keys(rule)) if (!known.has(key)) fail(`${field}.${key}`, "is not a fault rule field");
@@ -286,6 +408,17 @@ function checkServiceApi(api: ServiceApiConfig | undefined): void {
       fail(field, (error as Error).message);
     }
   });
+}
+
+function checkCertificateIssuance(c: CertificateIssuanceConfig | undefined): void {
+  if (c === undefined) return;
+  optionalObject(c, "certificateIssuance");
+  knownFields(c, ["enabled", "lifetimeSeconds"], "certificateIssuance");
+  optionalBoolean(c.enabled, "certificateIssuance.enabled");
+  const s = c.lifetimeSeconds;
+  if (s !== undefined && !(Number.isInteger(s) && s >= MIN_CERTIFICATE_LIFETIME_SECONDS && s <= MAX_CERTIFICATE_LIFETIME_SECONDS)) {
+    fail("certificateIssuance.lifetimeSeconds", `must be an integer from ${MIN_CERTIFICATE_LIFETIME_SECONDS} to ${MAX_CERTIFICATE_LIFETIME_SECONDS} (90 days)`);
+  }
 }
 
 /** Checks a whole configuration; returns it with defaults filled in. Throws EmulatorError. */
@@ -336,6 +469,7 @@ export function checkConfig(input: EmulatorConfig): EmulatorConfig {
     if (limits[key] !== undefined && (!Number.isInteger(limits[key]) || (limits[key] as number) < 1)) fail(`limits.${key}`, "must be a positive integer");
   }
   checkServiceApi(input.serviceApi);
+  checkCertificateIssuance(input.certificateIssuance);
   optionalObject(input.enrollments, "enrollments");
   knownFields(input.enrollments ?? {}, ["individual", "groups"], "enrollments");
   const individual = input.enrollments?.individual ?? [];
@@ -367,6 +501,10 @@ export function checkConfig(input: EmulatorConfig): EmulatorConfig {
     reprovisionPolicy: input.reprovisionPolicy ?? "reprovisionAndMigrate",
     unknownRegistrationStatus: input.unknownRegistrationStatus ?? 404,
     telemetryLimit: input.telemetryLimit ?? 10_000,
+    certificateIssuance: {
+      enabled: input.certificateIssuance?.enabled ?? true,
+      lifetimeSeconds: input.certificateIssuance?.lifetimeSeconds ?? DEFAULT_CERTIFICATE_LIFETIME_SECONDS,
+    },
   };
 }
 

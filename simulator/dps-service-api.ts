@@ -278,7 +278,7 @@ function generatedKey(): string {
 }
 
 /** The fields both kinds share, mapped to the emulator's enrollment model. */
-function common(ctx: ServiceApiContext, b: Json, previous: { primaryKey: string; secondaryKey?: string } | undefined) {
+function common(ctx: ServiceApiContext, b: Json, previous: { primaryKey?: string; secondaryKey?: string } | undefined) {
   const attestation = object(b.attestation, "attestation");
   if (attestation.type !== "symmetricKey") {
     throw new BadRequest("attestation.type", `must be "symmetricKey" (the emulator has no ${typeof attestation.type === "string" ? attestation.type : "other"} attestation)`);
@@ -345,7 +345,7 @@ function common(ctx: ServiceApiContext, b: Json, previous: { primaryKey: string;
     const migrate = flag("migrateDeviceData", true);
     reprovisionPolicy = !update ? "neverReprovision" : migrate ? "reprovisionAndMigrate" : "reprovisionAndReset";
   }
-  const out: Omit<IndividualEnrollment, "registrationId"> = { primaryKey, secondaryKey, enabled };
+  const out: Omit<IndividualEnrollment, "registrationId" | "x509"> = { primaryKey, secondaryKey, enabled };
   if (iotHubHostName !== undefined) out.iotHubHostName = iotHubHostName;
   if (initialTwin !== undefined) out.initialTwin = initialTwin;
   if (reprovisionPolicy !== undefined) out.reprovisionPolicy = reprovisionPolicy;
@@ -402,9 +402,14 @@ function show(ctx: ServiceApiContext, kind: Kind, id: string): Record<string, un
   } else {
     out.enrollmentGroupId = info.source.groupId;
   }
-  const symmetricKey: Record<string, string> = { primaryKey: s.primaryKey };
-  if (s.secondaryKey !== undefined) symmetricKey.secondaryKey = s.secondaryKey;
-  out.attestation = { type: "symmetricKey", symmetricKey };
+  if (s.x509 !== undefined) {
+    // The emulator's own x509 model (certificate or thumbprint; a group's CA), not DPS's clientCertificates/signingCertificates shape.
+    out.attestation = { type: "x509", x509: { ...s.x509 } };
+  } else {
+    const symmetricKey: Record<string, string> = { primaryKey: s.primaryKey ?? "" };
+    if (s.secondaryKey !== undefined) symmetricKey.secondaryKey = s.secondaryKey;
+    out.attestation = { type: "symmetricKey", symmetricKey };
+  }
   out.capabilities = { iotEdge: false };
   if (s.iotHubHostName !== undefined) {
     out.iotHubHostName = s.iotHubHostName;

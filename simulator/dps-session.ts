@@ -16,11 +16,12 @@ import type { IConnectPacket, IPublishPacket, ISubscribePacket } from "mqtt-pack
 import type { FaultRule, MalformedKind } from "./config.js";
 import type { FaultSubject } from "./faults.js";
 import { Counters } from "./log.js";
-import { MqttSession, type SessionContext } from "./mqtt-session.js";
-import { parseSasToken, type SasFailure, type SasToken } from "./sas.js";
-import type { Answer } from "./service.js";
+import { MqttSession, peerCertificateChainOf, type SessionContext } from "./mqtt-session.js";
+import { parseSasToken } from "./sas.js";
+import { breakChain } from "./issuance.js";
+import type { Answer, CsrOutcome, DeviceCredential } from "./service.js";
 import type { SlidingKeyLimit, WindowLimit } from "./throttle.js";
-import { DPS_RESPONSE_FILTER, dpsResponseTopic, parseDpsRequestTopic, parseDpsUserName } from "./topics.js";
+import { DPS_CSR_API_VERSION, DPS_RESPONSE_FILTER, dpsResponseTopic, parseDpsRequestTopic, parseDpsUserName } from "./topics.js";
 
 /** The service-wide limits, shared by every DPS session of one emulator. */
 export interface DpsLimits {
@@ -34,7 +35,8 @@ export class DpsSession extends MqttSession {
   readonly #limits: DpsLimits;
   registrationId: string | undefined;
   #idScope = "";
-  #token: SasToken | SasFailure = "missing-token";
+  #apiVersion = "";
+  #token: DeviceCredential = "missing-token";
   /** Granted QoS of the response subscription; -1 until the device subscribes. */
   #responseQos = -1;
 
@@ -47,7 +49,7 @@ export class DpsSession extends MqttSession {
     return this.registrationId;
   }
 
-  #subject(step: "connect" | "subscribe" | "register" | "poll"): FaultSubject {
+  #subject(step: "connect" | "subscribe" | "register" | "poll" | "issuance"): FaultSubject {
     const registrationId = this.registrationId;
     if (registrationId === undefined || !this.ctx.faults.wantsGroup(step)) return { registrationId };
     return { registrationId, groupId: this.ctx.service.groupOf(registrationId, this.#token, this.ctx.now()) };
@@ -58,7 +60,9 @@ export class DpsSession extends MqttSession {
     if (!packet.clientId) return this.connack(2);
     this.registrationId = packet.clientId;
     // The token is parsed now and checked on each request (the enrollment may change meanwhile).
-    this.#token = parseSasToken(packet.password);
+    // An empty password with a TLS client certificate is X.509 attestation.
+    const chain = packet.password === undefined || packet.password.length === 0 ? peerCertificateChainOf(this.socket) : undefined;
+    this.#token = chain !== undefined ? { x509: chain } : parseSasToken(packet.password);
     this.withFault("connect", this.#subject("connect"), {
       connack: (code) => this.connack(code),
       status: (rule) => this.connack(connackForStatus(rule.status ?? 500)),
@@ -73,6 +77,7 @@ export class DpsSession extends MqttSession {
           return this.connack(2);
         }
         this.#idScope = user.idScope;
+        this.#apiVersion = user.apiVersion;
         this.connack(0);
         if (this.ctx.log.enabled("debug")) this.ctx.log.debug("dps-connected", { client: this.registrationId, transport: this.transport, apiVersion: user.apiVersion });
       },
@@ -108,7 +113,11 @@ export class DpsSession extends MqttSession {
       this.withFault("register", this.#subject("register"), {
         first: acknowledge,
         status: (rule) => this.#answer(rid, this.#faultAnswer(rule), rule.malformed),
-        proceed: (rule) => this.#answer(rid, this.#register(body), rule?.malformed),
+        proceed: (rule) => {
+          const csr = this.#csrOf(body);
+          if (csr === undefined) return this.#answer(rid, this.#register(body), rule?.malformed);
+          this.#registerWithCsr(rid, body, csr, rule?.malformed);
+        },
       });
       return;
     }
@@ -125,6 +134,53 @@ export class DpsSession extends MqttSession {
     const wait = this.#limits.registrations.take(now);
     if (wait > 0) return this.#throttled(now, wait);
     return this.ctx.service.register(this.registrationId as string, this.#token, body, now, this.#idScope);
+  }
+
+  /**
+   * The `csr` of a register body, when the connection's API version takes one
+   * (2025-07-01-preview): `{"registrationId":"dev-1","csr":"MIIB..."}`. Older versions ignore the
+   * field, as the service does for fields it does not know. A body that is not JSON is the
+   * service's to refuse.
+   */
+  #csrOf(body: string): unknown {
+    if (this.#apiVersion < DPS_CSR_API_VERSION) return undefined;
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(body);
+    } catch {
+      return undefined;
+    }
+    return typeof parsed === "object" && parsed !== null ? (parsed as { csr?: unknown }).csr : undefined;
+  }
+
+  /** A register request with a CSR: the `issuance` fault step, then the (asynchronous) signing, then the service. */
+  #registerWithCsr(rid: string, body: string, csr: unknown, malformed: MalformedKind | undefined): void {
+    const now = this.ctx.now();
+    const wait = this.#limits.registrations.take(now);
+    if (wait > 0) return this.#answer(rid, this.#throttled(now, wait), malformed);
+    const registrationId = this.registrationId as string;
+    const issue = (outcome: CsrOutcome): void => {
+      if (this.closed) return;
+      Counters.bump(this.ctx.counters.dps, outcome.ok ? "csr-issued" : "csr-refused");
+      if (!outcome.ok) this.ctx.log.info("dps-csr-refused", { client: registrationId, problem: outcome.problem });
+      this.#answer(rid, this.ctx.service.register(registrationId, this.#token, body, this.ctx.now(), this.#idScope, outcome), malformed);
+    };
+    const { issuer, enabled, lifetimeSeconds } = this.ctx.issuance;
+    this.withFault("issuance", this.#subject("issuance"), {
+      status: (rule) => issue({ ok: false, problem: "certificate issuance refused (fault)", status: rule.status, errorCode: rule.errorCode }),
+      proceed: (rule) => {
+        if (!enabled) return issue({ ok: false, problem: "certificate issuance is not enabled on this DPS (certificateIssuance.enabled is false)" });
+        if (typeof csr !== "string") return issue({ ok: false, problem: "csr must be a string: the base64 of the DER PKCS#10 request" });
+        issuer.issue(csr, registrationId, this.ctx.now(), lifetimeSeconds).then(
+          (result) => {
+            if (!result.ok) return issue(result);
+            const chain = rule?.malformed === undefined ? result.chain : breakChain(result.chain, rule.malformed);
+            issue({ ok: true, chain, thumbprint: result.thumbprint, notAfter: result.notAfter });
+          },
+          (error: Error) => issue({ ok: false, problem: `the certificate could not be issued: ${error.message}`, status: 500, errorCode: 500001 }),
+        );
+      },
+    });
   }
 
   #poll(operationId: string | undefined): Answer {
@@ -193,5 +249,9 @@ export function malform(body: Record<string, unknown>, kind: MalformedKind): str
       const text = JSON.stringify(body);
       return text.slice(0, Math.max(1, Math.floor(text.length / 2)));
     }
+    case "bad-signature":
+    case "missing-issuer":
+      // Kinds of the issuance step (simulator/issuance.ts, breakChain); checkFaultRule keeps them off whole bodies.
+      return JSON.stringify(body);
   }
 }

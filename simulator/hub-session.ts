@@ -15,11 +15,13 @@
 //   PUBLISH  devices/sensor%3A01/messages/events/                       -> closed: another device's topic
 //   SUBSCRIBE devices/sensor:01/messages/devicebound/#  -> PUBLISH devices/sensor:01/messages/devicebound/%24.mid=..&%24.to=..  (QoS 1, until PUBACK)
 //   PUBLISH  $iothub/twin/PATCH/properties/reported/?$rid=4  {"fw":"1.0"}  -> $iothub/twin/res/204/?$rid=4&$version=3
+import { X509Certificate as NodeX509 } from "node:crypto";
 import type { Socket } from "node:net";
+import { commonNameOf, thumbprintOf } from "./issuance.js";
 import type { IConnectPacket, IPublishPacket, ISubscribePacket } from "mqtt-packet";
 import type { FaultSubject } from "./faults.js";
 import { Counters } from "./log.js";
-import { MqttSession, serverNameOf, type SessionContext } from "./mqtt-session.js";
+import { MqttSession, peerCertificateOf, serverNameOf, type SessionContext } from "./mqtt-session.js";
 import { checkSasClaims, parseSasToken, signatureMatches } from "./sas.js";
 import type { HubDevice, HubState } from "./service.js";
 import { HUB_MAX_MESSAGE_BYTES } from "./config.js";
@@ -68,6 +70,30 @@ export class HubSession extends MqttSession implements BrokerSession {
     return { registrationId: this.device?.registrationId ?? this.deviceId, groupId: this.device?.groupId };
   }
 
+  /**
+   * X.509 CONNECT (empty password, a TLS client certificate): the certificate must be one DPS
+   * issued to this device from its CSR or that the device attested with at DPS (its thumbprint
+   * among the device's certificates), valid now, with the device id or its registration id as CN.
+   * Returns why not, or undefined.
+   */
+  #checkCertificate(der: Buffer, device: HubDevice): string | undefined {
+    let cert: NodeX509;
+    try {
+      cert = new NodeX509(der);
+    } catch {
+      return "not-a-certificate";
+    }
+    const thumbprint = thumbprintOf(der);
+    const now = this.ctx.now();
+    if (!device.certificates?.some((c) => c.thumbprint === thumbprint)) {
+      return this.ctx.issuance.issuer.check(der, now).ok ? "certificate-not-issued-to-device" : "unknown-certificate";
+    }
+    if (now < Date.parse(cert.validFrom) || now > Date.parse(cert.validTo)) return "certificate-expired";
+    const cn = commonNameOf(cert.subject);
+    if (cn !== device.deviceId && cn !== device.registrationId) return "certificate-cn-mismatch";
+    return undefined;
+  }
+
   protected onConnect(packet: IConnectPacket): void {
     if (packet.protocolVersion !== 4) return this.connack(1);
     const user = parseHubUserName(packet.username);
@@ -112,7 +138,9 @@ export class HubSession extends MqttSession implements BrokerSession {
           return this.connack(5);
         }
         let failure: string | undefined;
-        if (typeof token === "string") failure = token;
+        const certificate = packet.password === undefined || packet.password.length === 0 ? peerCertificateOf(this.socket) : undefined;
+        if (certificate !== undefined) failure = this.#checkCertificate(certificate, device);
+        else if (typeof token === "string") failure = token;
         else {
           failure = checkSasClaims(token, {
             resource: `${hub.hostName}/devices/${user.deviceId}`,
@@ -124,7 +152,7 @@ export class HubSession extends MqttSession implements BrokerSession {
           if (!failure && !device.keys.some((k) => signatureMatches(token, k))) failure = "bad-signature";
         }
         if (failure) {
-          this.ctx.log.info("hub-token-refused", { client: this.deviceId, hub: hub.hostName, reason: failure });
+          this.ctx.log.info(certificate ? "hub-certificate-refused" : "hub-token-refused", { client: this.deviceId, hub: hub.hostName, reason: failure });
           return this.connack(5);
         }
         this.device = device;

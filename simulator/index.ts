@@ -10,7 +10,8 @@ import { join } from "node:path";
 import { connect as tlsConnect, createServer as createTlsServer, type ConnectionOptions, type TLSSocket } from "node:tls";
 import { adminHandler } from "./admin-server.js";
 import { ensureTlsIdentity } from "./certs.js";
-import { checkConfig, DEFAULT_CONFIG, DEFAULT_SERVICE_HOST_NAME, DEFAULT_SERVICE_POLICY, loadConfigFile, type EmulatorConfig, type FaultRule, type GroupEnrollment, type IndividualEnrollment } from "./config.js";
+import { ensureIssuingCa, type CertificateIssuer } from "./issuance.js";
+import { checkConfig, DEFAULT_CERTIFICATE_LIFETIME_SECONDS, DEFAULT_CONFIG, DEFAULT_SERVICE_HOST_NAME, DEFAULT_SERVICE_POLICY, loadConfigFile, type EmulatorConfig, type FaultRule, type GroupEnrollment, type IndividualEnrollment } from "./config.js";
 import { DpsSession, type DpsLimits } from "./dps-session.js";
 import { serviceApiHandler } from "./dps-service-api.js";
 import { EmulatorError } from "./errors.js";
@@ -27,7 +28,7 @@ import { Random } from "./random.js";
 import { ProvisioningService, type RegistrationRecord, type TelemetryMessage } from "./service.js";
 import { SlidingKeyLimit, WindowLimit } from "./throttle.js";
 
-export type { EmulatorConfig, FaultRule, FaultStep, GroupEnrollment, HubConfig, IndividualEnrollment, MalformedKind, ReprovisionPolicy, ServiceApiConfig, ServicePolicy } from "./config.js";
+export type { CertificateIssuanceConfig, TrustBundle, TrustBundleMetadata, EmulatorConfig, FaultRule, FaultStep, GroupEnrollment, HubConfig, IndividualEnrollment, MalformedKind, ReprovisionPolicy, ServiceApiConfig, ServicePolicy } from "./config.js";
 export type { RegistrationRecord, TelemetryMessage } from "./service.js";
 export type { LogLevel, LogSink } from "./log.js";
 export { EmulatorError, HubServiceError } from "./errors.js";
@@ -96,12 +97,21 @@ export interface EmulatorOptions {
   maxIdleMs?: number;
   /** A TLS socket that has not completed its handshake within this is destroyed (default 10,000 ms; `closed-tls-handshake-timeout`). */
   tlsHandshakeTimeoutMs?: number;
+  /**
+   * Whether the MQTT TLS listeners (DPS and hub) ask clients for a certificate (default true: X.509
+   * attestation and X.509 hub devices need it; a client without one goes on with its SAS token).
+   * false: no CertificateRequest in the handshake, for a TLS stack that mishandles one.
+   */
+  requestClientCertificates?: boolean;
   /** Highest TLS version offered (default "TLSv1.3"; "TLSv1.2" is cheaper per handshake). TLS 1.2 is the minimum. */
   tlsMaxVersion?: "TLSv1.2" | "TLSv1.3";
 }
 
 export interface EmulatorCounters {
-  /** DPS answers per status code ("202", "200", "429", ...) and CONNACK codes ("connack-0", ...). */
+  /**
+   * DPS answers per status code ("202", "200", "429", ...) and CONNACK codes ("connack-0", ...);
+   * CSRs of register requests: "csr-issued", "csr-refused".
+   */
   dps: Record<string, number>;
   /**
    * Hub CONNACK codes ("connack-5"), "telemetry", "puback", "bad-packet"; twins: "twin-get",
@@ -145,6 +155,11 @@ export interface Emulator {
   readonly idScope: string;
   readonly caPem: string;
   readonly caPath: string;
+  /**
+   * The issuing CA (PEM, ECDSA P-384, signed by `caPem`) that signs certificates from CSRs
+   * (docs/EMULATOR.md, Certificate issuance); the hub accepts X.509 devices whose certificate it signed.
+   */
+  readonly issuingCaPem: string;
   /** The seed in use (given or drawn), to replay a run. */
   readonly seed: number;
   /**
@@ -235,6 +250,7 @@ class EmulatorImpl implements Emulator {
   readonly idScope: string;
   readonly caPem: string;
   readonly caPath: string;
+  readonly issuingCaPem: string;
   readonly seed: number;
   readonly serviceApi: Emulator["serviceApi"];
   readonly #service: ProvisioningService;
@@ -260,7 +276,7 @@ class EmulatorImpl implements Emulator {
   #refusedInBurst = 0;
   #lastRefusalAt = 0;
 
-  constructor(options: EmulatorOptions, config: EmulatorConfig, identity: { caPem: string; caPath: string }) {
+  constructor(options: EmulatorOptions, config: EmulatorConfig, identity: { caPem: string; caPath: string }, issuer: CertificateIssuer) {
     const random = new Random(options.seed);
     this.seed = random.seed;
     this.idScope = config.idScope;
@@ -307,7 +323,13 @@ class EmulatorImpl implements Emulator {
         this.#timers.add(timer);
       },
       forget: (session) => this.#sessions.delete(session),
+      issuance: {
+        issuer,
+        enabled: config.certificateIssuance?.enabled ?? true,
+        lifetimeSeconds: config.certificateIssuance?.lifetimeSeconds ?? DEFAULT_CERTIFICATE_LIFETIME_SECONDS,
+      },
     };
+    this.issuingCaPem = issuer.certPem;
   }
 
   async listen(options: EmulatorOptions, tls: { certPem: string; keyPem: string; caPem: string }): Promise<void> {
@@ -338,7 +360,9 @@ class EmulatorImpl implements Emulator {
       };
       let server: TcpServer;
       if (secure) {
-        const tlsServer = createTlsServer(tlsOptions);
+        // DPS and the hub ask for a client certificate (X.509 devices) and judge it themselves
+        // (simulator/service.ts, simulator/hub-session.ts): a device without one goes on with its SAS token.
+        const tlsServer = createTlsServer(options.requestClientCertificates === false ? tlsOptions : { ...tlsOptions, requestCert: true, rejectUnauthorized: false });
         // Runs after Node has wrapped the socket in a TLSSocket, before any byte of it is read.
         tlsServer.on("connection", (raw: Socket) => this.#admit(kind, raw));
         tlsServer.on("secureConnection", (socket: TLSSocket) => accept(socket));
@@ -649,7 +673,8 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
   connectionLimits(options); // throws EmulatorError(INVALID_ARGUMENT) for a bad limit, before anything is created
   const stateDir = options.stateDir ?? join(process.cwd(), ".cache", "emulator");
   const identity = await ensureTlsIdentity(stateDir);
-  const emulator = new EmulatorImpl(options, config, identity);
+  const issuer = await ensureIssuingCa(stateDir, identity);
+  const emulator = new EmulatorImpl(options, config, identity, issuer);
   await emulator.listen(options, identity);
   return emulator;
 }

@@ -14,6 +14,7 @@ import {
   type Packet,
 } from "mqtt-packet";
 import type { FaultRule, FaultStep } from "./config.js";
+import type { CertificateIssuer } from "./issuance.js";
 import type { FaultBook, FaultSubject } from "./faults.js";
 import { PacketFrame, type ConnectionLimits } from "./limits.js";
 import type { HubBroker } from "./hub-broker.js";
@@ -36,6 +37,8 @@ export interface SessionContext {
   later(ms: number, fn: () => void): void;
   /** Called when the session closes, to drop it from the emulator's books. */
   forget(session: MqttSession): void;
+  /** Certificate issuance from CSRs, and the CA the hub trusts for X.509 devices (simulator/issuance.ts). */
+  readonly issuance: { readonly issuer: CertificateIssuer; readonly enabled: boolean; readonly lifetimeSeconds: number };
 }
 
 const PINGRESP = generate({ cmd: "pingresp" });
@@ -303,4 +306,26 @@ export function describeRule(rule: FaultRule): Record<string, unknown> {
 export function serverNameOf(socket: Socket): string | undefined {
   const name = (socket as TLSSocket).servername;
   return typeof name === "string" && name.length > 0 ? name : undefined;
+}
+
+/** The DER of the client certificate a TLS peer presented (the hub listener asks for one), or undefined. */
+export function peerCertificateOf(socket: Socket): Buffer | undefined {
+  const tls = socket as TLSSocket;
+  if (typeof tls.getPeerCertificate !== "function") return undefined;
+  const cert = tls.getPeerCertificate(false);
+  return cert && Buffer.isBuffer(cert.raw) && cert.raw.length > 0 ? cert.raw : undefined;
+}
+
+/** The certificates a TLS peer presented, leaf first (DER), or undefined when it presented none. */
+export function peerCertificateChainOf(socket: Socket): Buffer[] | undefined {
+  const tls = socket as TLSSocket;
+  if (typeof tls.getPeerCertificate !== "function") return undefined;
+  let cert = tls.getPeerCertificate(true) as { raw?: Buffer; issuerCertificate?: unknown } | undefined;
+  const out: Buffer[] = [];
+  while (cert && Buffer.isBuffer(cert.raw) && cert.raw.length > 0 && out.length < 10) {
+    if (out.some((c) => c.equals(cert!.raw as Buffer))) break; // a self-signed root points at itself
+    out.push(cert.raw);
+    cert = cert.issuerCertificate as typeof cert;
+  }
+  return out.length > 0 ? out : undefined;
 }

@@ -2,11 +2,12 @@
 // values (registration id, parsed token, body, the time) and leave as answers (status, JSON body,
 // retry-after). The MQTT and HTTPS front ends only move bytes; everything a device can observe
 // about DPS's decisions is made here, which is what the unit tests drive directly.
-import { createHash, randomBytes } from "node:crypto";
-import type { EmulatorConfig, GroupEnrollment, IndividualEnrollment, ReprovisionPolicy } from "./config.js";
+import { createHash, randomBytes, X509Certificate as NodeX509 } from "node:crypto";
+import type { EmulatorConfig, GroupEnrollment, IndividualEnrollment, ReprovisionPolicy, TrustBundle, TrustBundleMetadata } from "./config.js";
 import { checkGroupEnrollment, checkIndividualEnrollment, checkMaxMessageBytes, HUB_MAX_MESSAGE_BYTES } from "./config.js";
 import { EmulatorError, errorBody, timestampUtc } from "./errors.js";
 import type { C2dMessage } from "./hub-features.js";
+import { chainsTo, commonNameOf, normaliseThumbprint, thumbprintsOf } from "./issuance.js";
 import type { Random } from "./random.js";
 import { checkSasClaims, decodeKey, deriveDeviceKey, signatureMatches, type SasFailure, type SasToken } from "./sas.js";
 
@@ -28,7 +29,29 @@ export interface RegistrationRecord {
   payload?: object;
   /** The `payload` the device sent with its request, if any. */
   requestPayload?: unknown;
+  /** The enrollment's trust bundle as the registration state carries it (assigned only). */
+  trustBundle?: Record<string, unknown>;
+  /** The certificate last issued from the device's CSR (simulator/issuance.ts). */
+  issuedCertificate?: { thumbprint: string; notAfter: string };
 }
+
+/**
+ * What became of a register request's CSR, decided before the (synchronous) register call: the
+ * chain to return (possibly broken by an `issuance` fault), or the reason it was refused.
+ */
+export type CsrOutcome =
+  | { ok: true; chain: unknown; thumbprint: string; notAfter: string }
+  | { ok: false; problem: string; status?: number; errorCode?: number };
+
+/** The certificates a device presented in its TLS handshake (DER, leaf first): X.509 attestation. */
+export interface PresentedCertificates {
+  readonly x509: readonly Buffer[];
+}
+/** How a device proves itself to DPS: a parsed SAS token (or why it is none), or its certificates. */
+export type DeviceCredential = SasToken | SasFailure | PresentedCertificates;
+
+/** Certificates the hub keeps per device for X.509 CONNECT (the newest first; older ones stay valid until they expire). */
+export const DEVICE_CERTIFICATES_KEPT = 4;
 
 interface EnrollmentBase {
   keys: Buffer[];
@@ -47,12 +70,16 @@ interface IndividualRecord extends EnrollmentBase {
   source: IndividualEnrollment;
   registrationId: string;
   deviceId?: string;
+  /** X.509 attestation: the thumbprints (SHA-1 and SHA-256) the device's certificate may have. */
+  thumbprints?: Set<string>;
 }
 interface GroupRecord extends EnrollmentBase {
   kind: "group";
   source: GroupEnrollment;
   groupId: string;
   disabledRegistrations: Set<string>;
+  /** X.509 attestation: the CA members' certificates chain to. */
+  ca?: NodeX509;
   /** Derived device keys by registration id, bounded (a cache: cheap to recompute). */
   derived: Map<string, Buffer[]>;
 }
@@ -79,6 +106,8 @@ export interface HubDevice {
   /** C2D messages not yet acknowledged, oldest first (at most C2D_QUEUE_LIMIT). */
   c2d: C2dMessage[];
   connections: number;
+  /** Certificates the hub accepts from the device: issued from its CSRs or attested with, newest first (at most DEVICE_CERTIFICATES_KEPT). */
+  certificates?: { thumbprint: string; notAfter: string }[];
 }
 
 /** A shared access policy of a hub's service API, keys decoded. */
@@ -106,6 +135,10 @@ interface Operation {
   enrollment: EnrollmentRecord;
   polls: number;
   requestPayload: unknown;
+  /** The certificate issued from the request's CSR, if it carried one. */
+  issued?: CsrOutcome & { ok: true };
+  /** The certificate the device attested with (X.509), which the hub then accepts too. */
+  attested?: { thumbprint: string; notAfter: string };
   /** The final answer, fixed once the operation completes. */
   result?: Record<string, unknown>;
 }
@@ -121,7 +154,17 @@ export interface Answer {
 
 export type AuthResult =
   | { ok: true; enrollment: EnrollmentRecord }
-  | { ok: false; status: 401 | 404; reason: SasFailure | "no-enrollment" | "group-key-used-directly" | "wrong-scope" };
+  | { ok: false; status: 401 | 404; reason: SasFailure | "no-enrollment" | "group-key-used-directly" | "wrong-scope" | X509Failure };
+
+/** Why a device's certificate did not authenticate it. */
+export type X509Failure =
+  | "x509-unreadable"
+  | "x509-missing"
+  | "x509-cn-mismatch"
+  | "x509-expired"
+  | "x509-for-key-enrollment"
+  | "x509-thumbprint-mismatch"
+  | "x509-untrusted-chain";
 
 export interface TelemetryMessage {
   deviceId: string;
@@ -194,6 +237,7 @@ export class ProvisioningService {
       registrationId: e.registrationId,
       deviceId: e.deviceId,
       keys: keysOf(e),
+      thumbprints: individualThumbprints(e),
       enabled: e.enabled ?? true,
       iotHubHostName: e.iotHubHostName,
       initialTwin: e.initialTwin,
@@ -219,6 +263,7 @@ export class ProvisioningService {
       allocationPayload: e.allocationPayload,
       reprovisionPolicy: e.reprovisionPolicy,
       disabledRegistrations: new Set(e.disabledRegistrations ?? []),
+      ca: e.x509 ? new NodeX509(e.x509.caCertificate) : undefined,
       derived: new Map(),
     });
   }
@@ -302,9 +347,10 @@ export class ProvisioningService {
    * enrollments (DPS cannot tell an unknown member from a wrong key), else
    * `unknownRegistrationStatus` (404 by default).
    */
-  authenticate(registrationId: string, token: SasToken | SasFailure, nowMs: number, idScope = this.idScope): AuthResult {
+  authenticate(registrationId: string, token: DeviceCredential, nowMs: number, idScope = this.idScope): AuthResult {
     if (typeof token === "string") return { ok: false, status: 401, reason: token };
     if (idScope !== this.idScope) return { ok: false, status: 401, reason: "wrong-scope" };
+    if ("x509" in token) return this.#verifyX509(registrationId, token, nowMs);
     const claims = checkSasClaims(token, {
       resource: `${this.idScope}/registrations/${registrationId}`,
       keyName: "registration",
@@ -337,6 +383,38 @@ export class ProvisioningService {
     return { ok: false, status: this.#config.unknownRegistrationStatus ?? 404, reason: "no-enrollment" };
   }
 
+  /**
+   * X.509 attestation: the leaf's CN must be the registration id and the leaf valid now; an
+   * individual enrollment must name its thumbprint, else a group's CA must be reached through the
+   * certificates the device sent.
+   */
+  #verifyX509(registrationId: string, credential: PresentedCertificates, nowMs: number): AuthResult {
+    let leaf: NodeX509;
+    let presented: NodeX509[];
+    try {
+      [leaf, ...presented] = credential.x509.map((der) => new NodeX509(der));
+    } catch {
+      return { ok: false, status: 401, reason: "x509-unreadable" };
+    }
+    if (leaf === undefined) return { ok: false, status: 401, reason: "x509-missing" };
+    if (commonNameOf(leaf.subject) !== registrationId) return { ok: false, status: 401, reason: "x509-cn-mismatch" };
+    if (nowMs < Date.parse(leaf.validFrom) || nowMs > Date.parse(leaf.validTo)) return { ok: false, status: 401, reason: "x509-expired" };
+    const individual = this.#individual.get(registrationId);
+    if (individual) {
+      if (!individual.thumbprints) return { ok: false, status: 401, reason: "x509-for-key-enrollment" };
+      const [sha1, sha256] = thumbprintsOf(leaf.raw);
+      return individual.thumbprints.has(sha1) || individual.thumbprints.has(sha256) ? { ok: true, enrollment: individual } : { ok: false, status: 401, reason: "x509-thumbprint-mismatch" };
+    }
+    let x509Groups = 0;
+    for (const group of this.#groups.values()) {
+      if (!group.ca) continue;
+      x509Groups++;
+      if (chainsTo(leaf, presented, group.ca, nowMs)) return { ok: true, enrollment: group };
+    }
+    if (x509Groups > 0) return { ok: false, status: 401, reason: "x509-untrusted-chain" };
+    return { ok: false, status: this.#config.unknownRegistrationStatus ?? 404, reason: "no-enrollment" };
+  }
+
   #derivedKeys(group: GroupRecord, registrationId: string): Buffer[] {
     let keys = group.derived.get(registrationId);
     if (keys === undefined) {
@@ -348,7 +426,7 @@ export class ProvisioningService {
   }
 
   /** The group id a device belongs to (by its token), for fault rules that name a group. */
-  groupOf(registrationId: string, token: SasToken | SasFailure, nowMs: number): string | undefined {
+  groupOf(registrationId: string, token: DeviceCredential, nowMs: number): string | undefined {
     const auth = this.authenticate(registrationId, token, nowMs);
     return auth.ok && auth.enrollment.kind === "group" ? auth.enrollment.groupId : this.#memberGroup(registrationId);
   }
@@ -365,7 +443,7 @@ export class ProvisioningService {
    * A register request (`$dps/registrations/PUT/iotdps-register/`). The body is the device's JSON
    * text: `{"registrationId":"device-1","payload":{...}}`.
    */
-  register(registrationId: string, token: SasToken | SasFailure, bodyText: string, nowMs: number, idScope?: string): Answer {
+  register(registrationId: string, token: DeviceCredential, bodyText: string, nowMs: number, idScope?: string, csr?: CsrOutcome): Answer {
     let body: unknown;
     try {
       body = JSON.parse(bodyText);
@@ -377,6 +455,7 @@ export class ProvisioningService {
     }
     const auth = this.authenticate(registrationId, token, nowMs, idScope);
     if (!auth.ok) return this.error(auth.status, nowMs, auth.reason);
+    if (csr !== undefined && !csr.ok) return this.error(csr.status ?? 400, nowMs, "csr-refused", csr.errorCode ?? (csr.status === undefined ? 400004 : undefined), csr.problem);
     const operationId = `4.${this.#random.hex(16)}.${this.#random.uuid()}`;
     const operation: Operation = {
       operationId,
@@ -385,6 +464,11 @@ export class ProvisioningService {
       polls: 0,
       requestPayload: (body as { payload?: unknown }).payload,
     };
+    if (csr?.ok) operation.issued = csr;
+    if (typeof token === "object" && "x509" in token) {
+      const leaf = new NodeX509(token.x509[0]); // authenticate() has read it
+      operation.attested = { thumbprint: thumbprintsOf(leaf.raw)[1], notAfter: new Date(leaf.validTo).toISOString() };
+    }
     if (this.#operations.size >= OPERATION_LIMIT) {
       const oldest = this.#operations.keys().next().value;
       if (oldest !== undefined) this.#operations.delete(oldest);
@@ -410,7 +494,7 @@ export class ProvisioningService {
   }
 
   /** A poll (`$dps/registrations/GET/iotdps-get-operationstatus/?operationId=...`). */
-  poll(registrationId: string, token: SasToken | SasFailure, operationId: string | undefined, nowMs: number, idScope?: string): Answer {
+  poll(registrationId: string, token: DeviceCredential, operationId: string | undefined, nowMs: number, idScope?: string): Answer {
     if (!operationId) return this.error(400, nowMs, "no-operation-id");
     const auth = this.authenticate(registrationId, token, nowMs, idScope);
     if (!auth.ok) return this.error(auth.status, nowMs, auth.reason);
@@ -426,7 +510,7 @@ export class ProvisioningService {
    * The HTTPS Device Registration Status Lookup: the registration state as DPS knows it.
    * 404 (404202) when the device is enrolled but never registered.
    */
-  lookup(registrationId: string, token: SasToken | SasFailure, nowMs: number, idScope?: string): Answer {
+  lookup(registrationId: string, token: DeviceCredential, nowMs: number, idScope?: string): Answer {
     const auth = this.authenticate(registrationId, token, nowMs, idScope);
     if (!auth.ok) return this.error(auth.status, nowMs, auth.reason);
     const record = this.#registrations.get(registrationId);
@@ -507,7 +591,21 @@ export class ProvisioningService {
     record.deviceId = deviceId;
     if (enrollment.allocationPayload !== undefined) record.payload = enrollment.allocationPayload;
     else delete record.payload;
-    operation.result = { operationId: operation.operationId, status: "assigned", registrationState: registrationState(record) };
+    if (enrollment.source.trustBundle !== undefined) record.trustBundle = trustBundleState(enrollment.source.trustBundle);
+    else delete record.trustBundle;
+    const state = registrationState(record);
+    if (operation.attested) {
+      const attested = operation.attested;
+      device.certificates = [attested, ...(device.certificates ?? []).filter((c) => c.thumbprint !== attested.thumbprint)].slice(0, DEVICE_CERTIFICATES_KEPT);
+    }
+    if (operation.issued) {
+      const issued = { thumbprint: operation.issued.thumbprint, notAfter: operation.issued.notAfter };
+      record.issuedCertificate = issued;
+      device.certificates = [issued, ...(device.certificates ?? []).filter((c) => c.thumbprint !== issued.thumbprint)].slice(0, DEVICE_CERTIFICATES_KEPT);
+      // Only the operation's answer carries the chain (the status lookup does not).
+      state.issuedCertificateChain = operation.issued.chain;
+    }
+    operation.result = { operationId: operation.operationId, status: "assigned", registrationState: state };
     return operation.result;
   }
 
@@ -704,7 +802,16 @@ export class ProvisioningService {
   }
 }
 
-function keysOf(e: { primaryKey: string; secondaryKey?: string }): Buffer[] {
+function individualThumbprints(e: IndividualEnrollment): Set<string> | undefined {
+  if (e.x509 === undefined) return undefined;
+  const out = new Set<string>();
+  if (e.x509.thumbprint !== undefined) out.add(normaliseThumbprint(e.x509.thumbprint));
+  if (e.x509.certificate !== undefined) for (const t of thumbprintsOf(new NodeX509(e.x509.certificate).raw)) out.add(t);
+  return out;
+}
+
+function keysOf(e: { primaryKey?: string; secondaryKey?: string }): Buffer[] {
+  if (e.primaryKey === undefined) return []; // an X.509 enrollment
   const keys = [decodeKey(e.primaryKey, "primaryKey")];
   if (e.secondaryKey !== undefined) keys.push(decodeKey(e.secondaryKey, "secondaryKey"));
   return keys;
@@ -727,7 +834,35 @@ export function registrationState(record: RegistrationRecord): Record<string, un
   state.lastUpdatedDateTimeUtc = record.lastUpdatedDateTimeUtc;
   state.etag = record.etag;
   if (record.payload !== undefined && record.status === "assigned") state.payload = record.payload;
+  if (record.trustBundle !== undefined && record.status === "assigned") state.trustBundle = record.trustBundle;
   return state;
+}
+
+/**
+ * A trust bundle as the registration state carries it:
+ *   {"id":"tb-1","etag":"...","certificates":[{"certificate":"-----BEGIN CERTIFICATE-----...",
+ *    "metadata":{"subjectName":"CN=Root","sha1Thumbprint":"...","sha256Thumbprint":"...","issuerName":"CN=Root",
+ *    "notBeforeUtc":"2026-...Z","notAfterUtc":"2036-...Z","serialNumber":"...","version":3}}]}
+ * Metadata a config leaves out is computed from the certificate; the etag defaults to a hash of the PEMs.
+ */
+export function trustBundleState(bundle: TrustBundle): Record<string, unknown> {
+  const certificates = bundle.certificates.map((c) => {
+    const cert = new NodeX509(c.certificate);
+    const [sha1, sha256] = thumbprintsOf(cert.raw);
+    const computed: TrustBundleMetadata = {
+      subjectName: cert.subject.split("\n").reverse().join(", "),
+      sha1Thumbprint: sha1,
+      sha256Thumbprint: sha256,
+      issuerName: cert.issuer.split("\n").reverse().join(", "),
+      notBeforeUtc: new Date(cert.validFrom).toISOString(),
+      notAfterUtc: new Date(cert.validTo).toISOString(),
+      serialNumber: cert.serialNumber,
+      version: 3,
+    };
+    return { certificate: c.certificate, metadata: { ...computed, ...(c.metadata ?? {}) } };
+  });
+  const etag = bundle.etag ?? createHash("sha256").update(bundle.certificates.map((c) => c.certificate).join("")).digest("base64").slice(0, 22);
+  return { id: bundle.id, etag, certificates };
 }
 
 /** An enrollment's initial twin: `{"tags":{...},"properties":{"desired":{...}}}`. */

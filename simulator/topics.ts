@@ -47,7 +47,9 @@ export function dpsResponseTopic(status: number, rid: string, retryAfter?: numbe
   return retryAfter === undefined ? base : base + "&retry-after=" + retryAfter;
 }
 
-export const DPS_API_VERSIONS: ReadonlySet<string> = new Set(["2017-11-15", "2018-11-01", "2019-03-31", "2021-06-01", "2021-10-01", "2022-12-01"]);
+export const DPS_API_VERSIONS: ReadonlySet<string> = new Set(["2017-11-15", "2018-11-01", "2019-03-31", "2021-06-01", "2021-10-01", "2022-12-01", "2025-07-01-preview"]);
+/** The first API version whose register request may carry a CSR (certificate issuance). */
+export const DPS_CSR_API_VERSION = "2025-07-01-preview";
 
 export type DpsUserName =
   | { ok: true; idScope: string; registrationId: string; apiVersion: string }

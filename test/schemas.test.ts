@@ -13,11 +13,23 @@ import { dirname, join, resolve } from "node:path";
 import type { Scenario, ScenarioExpectations, TimelineStep } from "../hosts/desktop/scenario.js";
 import { checkScenario } from "../hosts/desktop/scenario.js";
 import { defaultRetryPolicy, retryPolicy } from "../modules/retry-policy.js";
-import { checkConfig, type EmulatorConfig, type FaultRule, type GroupEnrollment, type HubConfig, type IndividualEnrollment } from "../simulator/config.js";
+import { checkConfig, type EmulatorConfig, type FaultRule, type GroupEnrollment, type HubConfig, type IndividualEnrollment, type TrustBundle, type TrustBundleMetadata } from "../simulator/config.js";
 import { formatIssues, formatPath, loadSchema, nearest, SCHEMA_DIRECTORY, validate } from "../simulator/json-schema.js";
 import { projectRoot } from "./support/xs.js";
 
 const KEY = "ZGV2aWNlLTAwMS1wcmltYXJ5LWtleS0tLS0tLS0tLS0=";
+/** A self-signed CA (P-256, valid to 2126): the x509 enrollments' certificate. */
+const CA_PEM = `-----BEGIN CERTIFICATE-----
+MIIBiTCCAS+gAwIBAgIUP8og1LvZ4mqxg9HUHR/qjtFr830wCgYIKoZIzj0EAwIw
+GTEXMBUGA1UEAwwOc2NoZW1hLXRlc3QtY2EwIBcNMjYxMjAyMTUzNzQ4WhgPMjEy
+NjExMDgxNTM3NDhaMBkxFzAVBgNVBAMMDnNjaGVtYS10ZXN0LWNhMFkwEwYHKoZI
+zj0CAQYIKoZIzj0DAQcDQgAE5HEqG4veA+Pofv9q5yeXZcwcxTgEgwmMlmZ63zJs
+wHoNwjxDCNpKGMUah1aInWQe3QDzojFoXC6vd6Q7WTAGT6NTMFEwHQYDVR0OBBYE
+FNWwl3ozKSaU7giiE/sssCd1SnBXMB8GA1UdIwQYMBaAFNWwl3ozKSaU7giiE/ss
+sCd1SnBXMA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDSAAwRQIgYziEm4cG
+pOxadjSkKRYtvJZz72hwKjmjl7JHongxasgCIQCsd+oxOC5FCQNgaYxC9s1q6zMx
+E1hBb4smxQvObpU+ow==
+-----END CERTIFICATE-----\n`;
 const messages = (file: string, value: unknown, pointer = "") => validate(file, value, pointer).map((i) => (i.path ? `${i.path}: ${i.message}` : i.message));
 
 test("schemas: every shipped scenario and the example emulator config validate, and point at their schema with $schema", (t) => {
@@ -165,7 +177,10 @@ test("agreement: a scenario with every key the code's types declare validates an
 test("agreement: an emulator config with every key the code's types declare validates and passes checkConfig", (t) => {
   const hub: Required<HubConfig> = { hostName: "hub-1.azure-devices.localhost", allocationWeight: 1, maxMessageBytes: 1024, sharedAccessPolicies: [{ keyName: "iothubowner", primaryKey: KEY, secondaryKey: KEY }] };
   const twin = { tags: { a: 1 }, properties: { desired: { b: 2 } } };
-  const individual: Required<IndividualEnrollment> = {
+  const metadata: Required<TrustBundleMetadata> = { subjectName: "CN=a", sha1Thumbprint: "A", sha256Thumbprint: "B", issuerName: "CN=a", notBeforeUtc: "2026-01-01T00:00:00Z", notAfterUtc: "2036-01-01T00:00:00Z", serialNumber: "01", version: 3 };
+  const trustBundle: Required<TrustBundle> = { id: "tb-1", etag: "e", certificates: [{ certificate: CA_PEM, metadata }] };
+  // Keys and x509 exclude each other: every key of the type is covered by two enrollments.
+  const individual: Required<Omit<IndividualEnrollment, "x509">> = {
     registrationId: "d1",
     primaryKey: KEY,
     secondaryKey: KEY,
@@ -175,8 +190,16 @@ test("agreement: an emulator config with every key the code's types declare vali
     allocationPayload: { c: 3 },
     deviceId: "d1",
     reprovisionPolicy: "reprovisionAndReset",
+    trustBundle,
   };
-  const group: Required<GroupEnrollment> = { groupId: "g", primaryKey: KEY, secondaryKey: KEY, enabled: true, iotHubHostName: hub.hostName, initialTwin: twin, allocationPayload: {}, disabledRegistrations: ["x"], reprovisionPolicy: "neverReprovision" };
+  const individualX509: Required<Omit<IndividualEnrollment, "primaryKey" | "secondaryKey">> = {
+    ...individual,
+    registrationId: "d2",
+    deviceId: "d2",
+    x509: { certificate: CA_PEM, thumbprint: "AB".repeat(32) } satisfies Required<NonNullable<IndividualEnrollment["x509"]>>,
+  };
+  const { primaryKey: _p, secondaryKey: _s, ...individualX509Only } = individualX509 as IndividualEnrollment;
+  const group: Required<Omit<GroupEnrollment, "x509">> = { groupId: "g", primaryKey: KEY, secondaryKey: KEY, enabled: true, iotHubHostName: hub.hostName, initialTwin: twin, allocationPayload: {}, disabledRegistrations: ["x"], reprovisionPolicy: "neverReprovision", trustBundle };
   const config: Required<EmulatorConfig> = {
     $schema: "../schemas/emulator-config.schema.json",
     idScope: "0ne00000001",
@@ -184,13 +207,17 @@ test("agreement: an emulator config with every key the code's types declare vali
     allocationPolicy: "static",
     assignAfterPolls: 0,
     retryAfterSeconds: 0,
-    enrollments: { individual: [individual], groups: [group] },
+    enrollments: {
+      individual: [individual, individualX509Only],
+      groups: [group, { groupId: "g-x509", x509: { caCertificate: CA_PEM } satisfies Required<NonNullable<GroupEnrollment["x509"]>> }],
+    },
     limits: { registrationsPerMinute: 1, operationsPerMinute: 1, pollsPerDevicePer10s: 1, twinOperationsPerSecond: 1 },
     faults: [{ ...fault, malformed: undefined }, { ...fault, step: "lookup", connack: undefined }, { ...fault, step: "twin-patch", connack: undefined, malformed: undefined }],
     reprovisionPolicy: "reprovisionAndMigrate",
     unknownRegistrationStatus: 401,
     telemetryLimit: 0,
     serviceApi: { hostName: "dps-1.azure-devices-provisioning.localhost", policies: [{ name: "provisioningserviceowner", primaryKey: KEY, secondaryKey: KEY }] },
+    certificateIssuance: { enabled: true, lifetimeSeconds: 30 } satisfies Required<NonNullable<EmulatorConfig["certificateIssuance"]>>,
   };
   t.deepEqual(messages("emulator-config.schema.json", config), []);
   t.notThrows(() => checkConfig(config));

@@ -81,11 +81,11 @@ export class RawClient {
     );
   }
 
-  static open(port: number, options: { host?: string; tls?: { ca: string; servername?: string } } = {}): Promise<RawClient> {
+  static open(port: number, options: { host?: string; tls?: { ca: string; servername?: string; cert?: string; key?: string } } = {}): Promise<RawClient> {
     const host = options.host ?? "127.0.0.1";
     return new Promise((resolve, reject) => {
       const socket = options.tls
-        ? tlsConnect({ host, port, ca: options.tls.ca, servername: options.tls.servername })
+        ? tlsConnect({ host, port, ca: options.tls.ca, servername: options.tls.servername, cert: options.tls.cert, key: options.tls.key })
         : netConnect({ host, port });
       socket.once("error", reject);
       socket.once(options.tls ? "secureConnect" : "connect", () => {

@@ -8,6 +8,7 @@ const require = createRequire(import.meta.url);
 export const provisioning = require("azure-iot-provisioning-device") as typeof import("azure-iot-provisioning-device");
 export const provisioningMqtt = require("azure-iot-provisioning-device-mqtt") as typeof import("azure-iot-provisioning-device-mqtt");
 export const symmetricKey = require("azure-iot-security-symmetric-key") as typeof import("azure-iot-security-symmetric-key");
+export const x509Security = require("azure-iot-security-x509") as typeof import("azure-iot-security-x509");
 export const device = require("azure-iot-device") as typeof import("azure-iot-device");
 export const deviceMqtt = require("azure-iot-device-mqtt") as typeof import("azure-iot-device-mqtt");
 
@@ -27,5 +28,12 @@ export async function officialRegister(dpsHostPort: string, idScope: string, reg
   const security = new symmetricKey.SymmetricKeySecurityClient(registrationId, key);
   const client = provisioning.ProvisioningDeviceClient.create(dpsHostPort, idScope, provisioningTransport(caPem), security as never);
   if (payload) client.setProvisioningPayload(payload);
+  return await (client.register() as Promise<unknown>);
+}
+
+/** Registers through the official client with X.509 attestation (`cert` may hold the chain after the leaf). */
+export async function officialRegisterX509(dpsHostPort: string, idScope: string, registrationId: string, cert: string, key: string, caPem: string): Promise<any> {
+  const security = new x509Security.X509Security(registrationId, { cert, key });
+  const client = provisioning.ProvisioningDeviceClient.create(dpsHostPort, idScope, provisioningTransport(caPem), security as never);
   return await (client.register() as Promise<unknown>);
 }
