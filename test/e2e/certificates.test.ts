@@ -6,7 +6,7 @@
  */
 import test from "ava";
 import { spawnSync } from "node:child_process";
-import { createPublicKey, X509Certificate } from "node:crypto";
+import { X509Certificate } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -42,7 +42,7 @@ test("e2e CSR: a device onboarded with SAS gets an operational certificate for i
   const node = new X509Certificate(leaf);
   t.is(Date.parse(node.validTo), summary.notAfter);
   // The certificate is for the device's own key, and the issuing CA signed it.
-  const leafKey = createPublicKey(node.publicKey).export({ format: "der", type: "spki" });
+  const leafKey = node.publicKey.export({ format: "der", type: "spki" });
   t.deepEqual(new Uint8Array(leafKey.subarray(leafKey.length - 65)), deviceKey.publicKey);
   const issuer = new X509Certificate(base64Decode(chain[1]));
   t.true(node.verify(issuer.publicKey), "signed by the issuing CA");
