@@ -31,6 +31,8 @@ export interface CertificateKey {
   readonly publicKey: Uint8Array;
   /** ECDSA with SHA-256 over `data` (the key hashes it), as a DER ECDSA-Sig-Value: SEQUENCE { r INTEGER, s INTEGER }. */
   sign(data: Uint8Array): Uint8Array;
+  /** The handle the host's TLS takes for this key (a PEM on the desktop); without it no TLS client certificate. */
+  readonly tlsKey?: unknown;
 }
 
 /**

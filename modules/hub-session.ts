@@ -24,7 +24,7 @@ import type { CryptoPort } from "./crypto.js";
 import { copyDefined, DpsError, UsageError, excerpt, type ErrorCode } from "./errors.js";
 import { utf8Encode } from "./encoding.js";
 import { assignmentProblem, encodeProperties, hubUsername, telemetryTopic, type MessageProperties } from "./hub-protocol.js";
-import type { MqttConnectOptions, RandomSource, TransportFault } from "./ports.js";
+import type { ClientCertificate, MqttConnectOptions, RandomSource, TransportFault } from "./ports.js";
 import {
   actionForConnack,
   actionForFault,
@@ -262,6 +262,7 @@ export class HubSession {
   #maxInFlight: number;
   #maxMessageBytes: number;
   #features: FeatureDriver | undefined;
+  #certificate: ClientCertificate | undefined;
 
   /** @throws UsageError INVALID_ARGUMENT for a bad configuration. */
   constructor(config: HubSessionConfig, deps: HubSessionDeps) {
@@ -282,6 +283,14 @@ export class HubSession {
     }
     // Checks the model id now rather than at the first connect.
     hubUsername("h", "d", config);
+  }
+
+  /**
+   * Authenticates the next connections with a TLS client certificate (an operational certificate
+   * DPS issued) and an empty password instead of a SAS token; undefined: SAS again.
+   */
+  useCertificate(certificate: ClientCertificate | undefined): void {
+    this.#certificate = certificate;
   }
 
   get phase(): HubPhase {
@@ -427,7 +436,17 @@ export class HubSession {
     this.#linkOpen = true;
     this.#out.push({
       kind: "connect",
-      options: { host: this.#hubHost, port: c.port ?? HUB_MQTT_PORT, clientId: this.#deviceId, username, password, keepAliveSeconds: c.keepAliveSeconds ?? 60, cleanSession: true, maxPacketBytes: this.#features?.maxPacketBytes },
+      options: {
+        host: this.#hubHost,
+        port: c.port ?? HUB_MQTT_PORT,
+        clientId: this.#deviceId,
+        username,
+        password: this.#certificate ? "" : password,
+        keepAliveSeconds: c.keepAliveSeconds ?? 60,
+        cleanSession: true,
+        maxPacketBytes: this.#features?.maxPacketBytes,
+        clientCertificate: this.#certificate,
+      },
     });
   }
 

@@ -21,9 +21,10 @@
  */
 import type { CachedAssignment, CachedAssignmentInput } from "./credential-cache.js";
 import type { CryptoPort } from "./crypto.js";
+import type { CertificateKey } from "./csr.js";
 import { DPS_GLOBAL_ENDPOINT, type RegistrationState } from "./dps-protocol.js";
 import { clause, UsageError, type ErrorCode } from "./errors.js";
-import { utf8Encode } from "./encoding.js";
+import { base64Decode, utf8Encode } from "./encoding.js";
 import { assignmentProblem, type MessageProperties } from "./hub-protocol.js";
 import { HubSession, jsonMessage, type FeatureEvent, type FeatureIo, type HubCommand, type HubEvent, type HubFeature, type HubStatus } from "./hub-session.js";
 import type { HttpsRequest, HttpsResponse, MqttConnectOptions, RandomSource, TransportFault } from "./ports.js";
@@ -54,6 +55,12 @@ export interface RuntimeConfig {
    * event's registration state). Connecting to the hub with it is not built yet (issue 13).
    */
   readonly certificateSigningRequest?: string;
+  /**
+   * The key of that request (modules/csr.ts): with a `tlsKey` the host's TLS can use, the hub is
+   * reached with the issued certificate and an empty password instead of a SAS token. A warm start
+   * from the cache uses SAS (the certificate is not cached yet).
+   */
+  readonly certificateKey?: CertificateKey;
   /** The largest DPS answer accepted (a trust bundle, a custom allocation payload); default 16 KiB. */
   readonly maxAnswerBytes?: number;
   /** IoT Plug and Play model id announced to the hub. */
@@ -454,6 +461,20 @@ export class LifecycleMachine {
       // every later boot too.
       if (problem) return this.#escalate({ code: "ASSIGNMENT_UNUSABLE", message: `DPS assigned a hub this device cannot use: ${problem}; check the allocation policy or custom allocation function` });
       const a: Assignment = { assignedHub: s.assignedHub!, deviceId: s.deviceId!, substatus: s.substatus, source: "dps" };
+      const tlsKey = this.#config.certificateKey?.tlsKey;
+      const chain = s.issuedCertificateChain;
+      let certificate: { chain: Uint8Array[]; key: unknown } | undefined;
+      if (chain && tlsKey !== undefined) {
+        try {
+          const der: Uint8Array[] = [];
+          for (let i = 0; i < chain.length; i++) der.push(base64Decode(chain[i], "an issued certificate"));
+          certificate = { chain: der, key: tlsKey };
+        } catch {
+          // A chain that is not base64 after all: the SAS token still works.
+          certificate = undefined;
+        }
+      }
+      this.#hub.useCertificate(certificate);
       this.#assignment = a;
       this.#report({ source: "assignment", assignment: a, registrationState: s });
       const cached = this.#cached;

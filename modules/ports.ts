@@ -41,6 +41,17 @@ export interface MqttConnectOptions {
    * the host's own.
    */
   readonly maxPacketBytes?: number;
+  /**
+   * X.509 authentication: the TLS client certificate chain (leaf first, each DER) and the host's
+   * handle of its private key (`CertificateKey.tlsKey`). The password is then empty.
+   */
+  readonly clientCertificate?: ClientCertificate;
+}
+
+export interface ClientCertificate {
+  readonly chain: readonly Uint8Array[];
+  /** What the host's TLS takes as the key (a PEM on the desktop); opaque to the core. */
+  readonly key: unknown;
 }
 
 export interface MqttSessionCallbacks {

@@ -158,6 +158,7 @@ export class HubSession extends MqttSession implements BrokerSession {
         this.device = device;
         this.#hub = hub;
         device.connections++;
+        if (certificate !== undefined) Counters.bump(this.ctx.counters.hub, "x509-connect");
         this.connack(0);
         device.lastActivity = timestampUtc(this.ctx.now());
         this.ctx.broker.attach(this);

@@ -22,6 +22,11 @@ export class SoftwareKey implements CertificateKey {
     this.publicKey = new Uint8Array(spki.subarray(spki.length - 65));
   }
 
+  /** PKCS#8 PEM, for node:tls (never logged). */
+  get tlsKey(): string {
+    return this.#privateKey.export({ format: "pem", type: "pkcs8" }) as string;
+  }
+
   sign(data: Uint8Array): Uint8Array {
     return new Uint8Array(signData("sha256", data, { key: this.#privateKey, dsaEncoding: "der" }));
   }

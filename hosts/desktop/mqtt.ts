@@ -39,6 +39,7 @@ import mqttPacket from "mqtt-packet";
 import type { Packet } from "mqtt-packet";
 import { check } from "../../modules/errors.js";
 import type {
+  ClientCertificate,
   MqttConnectOptions,
   MqttConnector,
   MqttSession,
@@ -357,6 +358,7 @@ export class FrameLimiter {
 export class NodeMqttConnector implements MqttConnector {
   readonly #tls: boolean;
   readonly #secureContext: tls.SecureContext | undefined;
+  readonly #ca: NodeMqttConnectorOptions["ca"];
   readonly #rejectUnauthorized: boolean;
   readonly #resolve: AddressResolver | undefined;
   readonly #connectTimeoutMs: number;
@@ -373,11 +375,19 @@ export class NodeMqttConnector implements MqttConnector {
     check(Number.isInteger(maxPacketBytes) && maxPacketBytes >= 16, "maxPacketBytes must be an integer of at least 16");
     this.#tls = options.tls ?? true;
     this.#rejectUnauthorized = options.rejectUnauthorized ?? true;
+    this.#ca = options.ca;
     this.#secureContext = this.#tls && options.ca !== undefined ? tls.createSecureContext({ ca: options.ca }) : undefined;
     this.#resolve = options.resolve;
     this.#connectTimeoutMs = connectTimeoutMs;
     this.#maxPacketBytes = maxPacketBytes;
   }
+  /** A TLS context that presents the device's certificate chain (X.509 to the hub), with the CA trusted as for every session. */
+  #clientContext(certificate: ClientCertificate): tls.SecureContext {
+    const pem = (der: Uint8Array) => `-----BEGIN CERTIFICATE-----\n${Buffer.from(der).toString("base64").replace(/.{64}/g, "$&\n")}\n-----END CERTIFICATE-----\n`;
+    check(typeof certificate.key === "string" && certificate.chain.length > 0, "clientCertificate needs a chain and a PEM key (SoftwareKey.tlsKey)");
+    return tls.createSecureContext({ ca: this.#ca, cert: certificate.chain.map(pem).join(""), key: certificate.key as string });
+  }
+
 
   /** Number of sessions not yet closed (for a fleet's statistics and for tests). */
   get openSessions(): number {
@@ -434,7 +444,7 @@ export class NodeMqttConnector implements MqttConnector {
         port: target.port,
         // RFC 6066 forbids an IP address as SNI; the name check below still covers an IP.
         servername: isIP(options.host) === 0 ? options.host : undefined,
-        secureContext: this.#secureContext,
+        secureContext: options.clientCertificate ? this.#clientContext(options.clientCertificate) : this.#secureContext,
         rejectUnauthorized: this.#rejectUnauthorized,
         checkServerIdentity: serviceIdentityCheck(options.host),
       });

@@ -53,3 +53,34 @@ test("e2e CSR: a device onboarded with SAS gets an operational certificate for i
   const verify = spawnSync("openssl", ["verify", "-CAfile", join(dir, "chain.pem"), join(dir, "leaf.pem")], { encoding: "utf8" });
   t.regex(verify.stdout + verify.stderr, /leaf\.pem: OK/);
 });
+
+test("e2e CSR: with the key's TLS handle, the device then connects to its hub with the issued certificate and an empty password, and sends telemetry", async (t) => {
+  const registrationId = "e2e-csr-002";
+  const key = world.enroll(registrationId);
+  const deviceKey = new SoftwareKey();
+  const before = world.emulator.counters().hub["x509-connect"] ?? 0;
+  const device = new TestDevice(world, { registrationId, symmetricKey: key, certificateSigningRequest: certificateRequestBase64(registrationId, deviceKey), certificateKey: deviceKey });
+  device.runtime.start();
+  await device.connected();
+  const id = device.runtime.send({ over: "x509" });
+  await device.acknowledged(id);
+  device.runtime.stop();
+  t.is((world.emulator.counters().hub["x509-connect"] ?? 0) - before, 1, "the hub accepted the issued certificate");
+  t.is(world.emulator.telemetry(device.runtime.assignment!.deviceId).length, 1);
+});
+
+test("e2e CSR: a TLS key that does not match the issued certificate: the hub connection fails as a fault the retry table handles, and nothing escapes", async (t) => {
+  const registrationId = "e2e-csr-003";
+  const key = world.enroll(registrationId);
+  const requestKey = new SoftwareKey();
+  const otherKey = new SoftwareKey();
+  // The TLS key does not match the issued certificate: node's TLS refuses to build the context,
+  // which the runtime sees as a failed connect, not as a crash.
+  const device = new TestDevice(world, { registrationId, symmetricKey: key, certificateSigningRequest: certificateRequestBase64(registrationId, requestKey), certificateKey: otherKey });
+  device.runtime.start();
+  const failed = (await device.waitFor((e) => e.source === "hub" && (e.status.state === "retrying" || e.status.state === "refused"), 20_000, "the hub connection failing")) as Extract<RuntimeEvent, { source: "hub" }>;
+  device.runtime.stop();
+  t.is(failed.status.state, "retrying");
+  t.log(`the hub connection: ${failed.status.fault} — ${failed.status.message}`);
+  t.false(device.events.some((e) => e.source === "runtime" && e.state === "connected"));
+});
