@@ -19,7 +19,7 @@ import { createDesktopDevice, emulatorTransport } from "../hosts/desktop/device.
 import { histogram, startFleetDashboard } from "../hosts/desktop/fleet-dashboard.js";
 import { runFleet, type FleetControl, type FleetSummary } from "../hosts/desktop/fleet.js";
 import { seededRandom } from "../hosts/desktop/platform.js";
-import type { RuntimeEvent } from "../modules/runtime.js";
+import { describeEvent, type RuntimeEvent } from "../modules/runtime.js";
 import { startEmulator } from "../simulator/index.js";
 import { projectRoot } from "./support/xs.js";
 
@@ -31,10 +31,10 @@ const HUB_2 = "hub-2.azure-devices.localhost";
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const derive = (groupKey: string, id: string) => createHmac("sha256", Buffer.from(groupKey, "base64")).update(id).digest("base64");
 
-async function until(what: string, check: () => boolean | Promise<boolean>, ms = 15_000): Promise<void> {
+async function until(what: string, check: () => boolean | Promise<boolean>, ms = 15_000, detail?: () => string): Promise<void> {
   const deadline = Date.now() + ms;
   while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${detail ? `; what happened:\n${detail()}` : ""}`);
     await sleep(50);
   }
 }
@@ -230,7 +230,9 @@ if (!haveChromium) {
     });
     cleanup.push(() => late.stop());
     late.start();
-    await until("the late device to connect", () => lateEvents.some((e) => e.source === "runtime" && e.state === "connected"), 20_000);
+    // Bounded, with what the device went through in the message: under a full parallel run this
+    // wait has taken over 20 s twice (its two 429s are retried after 1 s each; not explained yet).
+    await until("the late device to connect", () => lateEvents.some((e) => e.source === "runtime" && e.state === "connected"), 45_000, () => lateEvents.map((e) => describeEvent(e)).join("\n"));
     late.send({ device: "sensor-late", temperature: 19.5 });
     await until("its telemetry", () => lateEvents.some((e) => e.source === "telemetry" && e.state === "sent"));
     // A hub away for a moment, for the retry timeline.
