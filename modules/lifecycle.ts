@@ -27,7 +27,7 @@ import { clause, UsageError, type ErrorCode } from "./errors.js";
 import { base64Decode, utf8Encode } from "./encoding.js";
 import { assignmentProblem, type MessageProperties } from "./hub-protocol.js";
 import { HubSession, jsonMessage, type FeatureEvent, type FeatureIo, type HubCommand, type HubEvent, type HubFeature, type HubStatus } from "./hub-session.js";
-import type { HttpsRequest, HttpsResponse, MqttConnectOptions, RandomSource, TransportFault } from "./ports.js";
+import type { ClientCertificate, HttpsRequest, HttpsResponse, MqttConnectOptions, RandomSource, TransportFault } from "./ports.js";
 import { RegistrationMachine, type FailureDiagnostics, type RegistrationCommand, type RegistrationEvent, type RegistrationStatus } from "./registration.js";
 import { retryDelayMs, retryPolicy, type RetryPolicy, type RetryPolicyOverrides } from "./retry-policy.js";
 import { deriveDeviceKey, type ResourceForm } from "./sas.js";
@@ -52,7 +52,7 @@ export interface RuntimeConfig {
   /**
    * A certificate signing request (base64 DER, modules/csr.ts) sent with every registration: DPS
    * answers with an issued operational certificate (`issuedCertificateChain` in the assignment
-   * event's registration state). Connecting to the hub with it is not built yet (issue 13).
+   * event's registration state); with `certificateKey` the hub is then reached with it.
    */
   readonly certificateSigningRequest?: string;
   /**
@@ -291,10 +291,7 @@ export class LifecycleMachine {
         break;
       case "reprovision":
         if (phase === "idle" || phase === "stopped") throw new UsageError("ILLEGAL_EVENT", `reprovision in phase "${phase}"`);
-        this.#endMachines();
-        this.#waitAt = undefined;
-        this.#failedHub = undefined;
-        this.#provision(true);
+        this.#reprovision();
         break;
       case "timer":
         this.#timerAt = undefined;
@@ -463,7 +460,7 @@ export class LifecycleMachine {
       const a: Assignment = { assignedHub: s.assignedHub!, deviceId: s.deviceId!, substatus: s.substatus, source: "dps" };
       const tlsKey = this.#config.certificateKey?.tlsKey;
       const chain = s.issuedCertificateChain;
-      let certificate: { chain: Uint8Array[]; key: unknown } | undefined;
+      let certificate: ClientCertificate | undefined;
       if (chain && tlsKey !== undefined) {
         try {
           const der: Uint8Array[] = [];
@@ -690,10 +687,14 @@ export class LifecycleMachine {
     }
     if (this.#hubRun && this.#hub.stable && (this.#longTail || this.#refusals > 0 || this.#pendingSave)) this.#settled();
     // Asked for from the cloud (a method, a desired property): as `reprovision()` would.
-    if (reprovision !== undefined && this.#hubRun) {
-      this.#endMachines();
-      this.#failedHub = undefined;
-      this.#provision(true);
-    }
+    if (reprovision !== undefined && this.#hubRun) this.#reprovision();
+  }
+
+  /** DPS again, now, keeping the cache (the `reprovision` event, or a feature asking for it). */
+  #reprovision(): void {
+    this.#endMachines();
+    this.#waitAt = undefined;
+    this.#failedHub = undefined;
+    this.#provision(true);
   }
 }
