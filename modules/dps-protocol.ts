@@ -84,7 +84,7 @@ export const POLL_PAYLOAD = new Uint8Array(0);
  */
 export function registerPayload(registrationId: string, payload?: unknown, csr?: string): Uint8Array {
   checkRegistrationId(registrationId);
-  if (csr !== undefined && !(typeof csr === "string" && csr.length > 0 && /^[A-Za-z0-9+/]+={0,2}$/.test(csr))) {
+  if (csr !== undefined && !isBase64Text(csr, 1)) {
     throw new UsageError("INVALID_ARGUMENT", "the certificate signing request must be the base64 of its DER (modules/csr.ts: certificateRequestBase64)");
   }
   let json: string;
@@ -425,7 +425,7 @@ export function parseRegistrationState(value: unknown): RegistrationState {
     const certificates: string[] = [];
     for (let i = 0; i < chain.length; i++) {
       const c = chain[i];
-      if (typeof c !== "string" || c.length < 16 || !/^[A-Za-z0-9+/]+={0,2}$/.test(c)) {
+      if (!isBase64Text(c, 16)) {
         throw new PeerError("MALFORMED_BODY", `issuedCertificateChain[${i}] is not the base64 of a certificate (${kindOf(c)})`);
       }
       certificates.push(c);
@@ -523,6 +523,11 @@ function optionalCode(value: unknown, what: string): number | undefined {
 }
 
 /** A field of untrusted JSON, own properties only: nothing is read through the prototype. */
+/** A string of base64 characters (standard alphabet, padding at the end) of at least `min` characters. */
+function isBase64Text(value: unknown, min: number): value is string {
+  return typeof value === "string" && value.length >= min && /^[A-Za-z0-9+/]+={0,2}$/.test(value);
+}
+
 function own(body: object, name: string): unknown {
   return Object.hasOwn(body, name) ? (body as Record<string, unknown>)[name] : undefined;
 }
