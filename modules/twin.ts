@@ -122,7 +122,8 @@ export class DeviceTwin implements HubFeature {
     } catch (error) {
       throw new UsageError("INVALID_ARGUMENT", `the reported patch cannot be written as JSON: ${(error as Error).message}`);
     }
-    const merged = compose(compose({}, this.#inFlight ?? {}), compose(compose({}, this.#pending ?? {}), copy));
+    // compose() copies: what would wait is measured without touching what waits now.
+    const merged = compose(this.#inFlight ?? {}, compose(this.#pending ?? {}, copy));
     const size = utf8Encode(JSON.stringify(merged)).length;
     if (size > this.maxIncomingBytes) throw new UsageError("OVERSIZE", `the reported properties waiting to go out would be ${size} bytes; at most ${this.maxIncomingBytes} (maxDocumentBytes)`);
     this.#run((io) => {
