@@ -359,6 +359,7 @@ export class NodeMqttConnector implements MqttConnector {
   readonly #tls: boolean;
   readonly #secureContext: tls.SecureContext | undefined;
   readonly #ca: NodeMqttConnectorOptions["ca"];
+  readonly #clientContexts = new WeakMap<ClientCertificate, tls.SecureContext>();
   readonly #rejectUnauthorized: boolean;
   readonly #resolve: AddressResolver | undefined;
   readonly #connectTimeoutMs: number;
@@ -381,11 +382,18 @@ export class NodeMqttConnector implements MqttConnector {
     this.#connectTimeoutMs = connectTimeoutMs;
     this.#maxPacketBytes = maxPacketBytes;
   }
-  /** A TLS context that presents the device's certificate chain (X.509 to the hub), with the CA trusted as for every session. */
+  /**
+   * A TLS context that presents the device's certificate chain (X.509 to the hub), with the CA
+   * trusted as for every session; made once per certificate, not at every reconnect.
+   */
   #clientContext(certificate: ClientCertificate): tls.SecureContext {
+    let context = this.#clientContexts.get(certificate);
+    if (context) return context;
     const pem = (der: Uint8Array) => `-----BEGIN CERTIFICATE-----\n${Buffer.from(der).toString("base64").replace(/.{64}/g, "$&\n")}\n-----END CERTIFICATE-----\n`;
     check(typeof certificate.key === "string" && certificate.chain.length > 0, "clientCertificate needs a chain and a PEM key (SoftwareKey.tlsKey)");
-    return tls.createSecureContext({ ca: this.#ca, cert: certificate.chain.map(pem).join(""), key: certificate.key as string });
+    context = tls.createSecureContext({ ca: this.#ca, cert: certificate.chain.map(pem).join(""), key: certificate.key as string });
+    this.#clientContexts.set(certificate, context);
+    return context;
   }
 
 
